@@ -1,0 +1,150 @@
+import ArgumentParser
+import BlockStore
+import BlockStorePosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// `snf-store`: the block store's admin CLI. (The Ganeti ExtStorage verbs will be dispatched on
+/// `argv[0]` from here too.)
+///
+/// EXIT STATUS: 0 success; 1 the operation failed (I/O error, damaged data, `check` found
+/// problems); 2 bad input (usage, invalid or unknown name, bad size or offset) — nothing changed.
+@main
+enum SnfStoreMain {
+    static func main() {
+        exit(run(Array(CommandLine.arguments.dropFirst())))
+    }
+
+    /// Parses `arguments`, runs the command and returns the exit status.
+    static func run(_ arguments: [String]) -> Int32 {
+        let command: any ParsableCommand
+        do {
+            command = try SnfStore.parseAsRoot(arguments)
+        } catch {
+            let status = SnfStore.exitCode(for: error)
+            if status == .success {
+                print(SnfStore.fullMessage(for: error))
+                return 0
+            }
+            // One line (Ganeti shows the last lines of output): the error, then where help is.
+            printError("snf-store: \(SnfStore.message(for: error)) (see snf-store --help)")
+            return ExitStatus.badInput
+        }
+        do {
+            var runnable = command
+            try runnable.run()
+            return 0
+        } catch {
+            return exitStatus(for: error)
+        }
+    }
+
+    /// The one place errors become exit statuses and a last stderr line.
+    static func exitStatus(for error: any Error) -> Int32 {
+        switch error {
+        case let error as StoreError:
+            printError("snf-store: " + error.message)
+            return error.code.isBadInput ? ExitStatus.badInput : ExitStatus.failure
+        case let exit as ExitCode:
+            return exit.rawValue
+        case let error as ValidationError:
+            printError("snf-store: \(error.message)")
+            return ExitStatus.badInput
+        default:
+            printError("snf-store: \(error)")
+            return ExitStatus.failure
+        }
+    }
+}
+
+/// Exit statuses, as documented in `docs/snf-store.md`.
+enum ExitStatus {
+    static let failure: Int32 = 1
+    static let badInput: Int32 = 2
+}
+
+/// Writes one line to standard error.
+func printError(_ message: String) {
+    var line = message
+    if !line.hasSuffix("\n") { line += "\n" }
+    writeStandardError(line)
+}
+
+/// Writes `text` to file descriptor 2 as it is.
+func writeStandardError(_ text: String) {
+    var bytes = Array(text.utf8)[...]
+    while !bytes.isEmpty {
+        let n = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        bytes = bytes.dropFirst(n)
+    }
+}
+
+struct SnfStore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snf-store",
+        abstract: "Manage a content-addressed block store: images, snapshots and thin-cloned volumes.",
+        discussion: """
+            The store lives in --root DIR, else $SNF_STORE_ROOT, else /var/lib/snf-store.
+            Sizes and offsets are bytes, optionally with a K, M, G or T suffix (powers of 1024).
+            Exit status: 0 success, 1 failure, 2 bad input (nothing was changed).
+            """,
+        subcommands: [
+            Init.self, Import.self, Export.self, Create.self, Clone.self, Write.self, Snapshot.self, Grow.self,
+            Remove.self, Info.self, List.self, Hashmap.self, CollectGarbage.self, Check.self,
+        ])
+}
+
+/// The store location shared by every subcommand.
+struct StoreOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The store's directory.", valueName: "DIR"))
+    var root: String?
+
+    /// `--root`, else `SNF_STORE_ROOT`, else `/var/lib/snf-store`.
+    var resolvedRoot: String {
+        if let root, !root.isEmpty { return root }
+        if let env = getenv("SNF_STORE_ROOT"), let value = String(validatingCString: env), !value.isEmpty {
+            return value
+        }
+        return "/var/lib/snf-store"
+    }
+
+    func backend() throws -> PosixBackend { try PosixBackend(root: resolvedRoot) }
+    func store() throws -> BlockStore { BlockStore(backend: try backend()) }
+}
+
+/// A byte count given as digits with an optional K, M, G, T or P suffix (powers of 1024; `KiB`
+/// and `KB` forms accepted and mean the same).
+struct ByteCount: ExpressibleByArgument {
+    let bytes: UInt64
+
+    init?(argument: String) {
+        var text = argument.uppercased()
+        for suffix in ["IB", "B"] where text.hasSuffix(suffix) && text.count > suffix.count {
+            text.removeLast(suffix.count)
+            break
+        }
+        let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50]
+        var multiplier: UInt64 = 1
+        if let last = text.last, let unit = units[last] {
+            multiplier = unit
+            text.removeLast()
+        }
+        guard !text.isEmpty, text.allSatisfy(\.isASCII), let value = UInt64(text) else { return nil }
+        let (product, overflow) = value.multipliedReportingOverflow(by: multiplier)
+        guard !overflow else { return nil }
+        bytes = product
+    }
+
+    static var defaultCompletionKind: CompletionKind { .default }
+}
+
+/// Parses a name argument; an invalid name is bad input (exit status 2).
+func mapName(_ text: String) throws -> MapName {
+    try MapName(text)
+}
