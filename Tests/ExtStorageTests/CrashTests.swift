@@ -22,6 +22,9 @@ struct CrashTests {
         var ackedClones: [String] = []
         var killed = 0
         var rng = SystemRandomNumberGenerator()
+        // The longest kill delay adapts to this machine's speed: longer after a kill, shorter
+        // after a command that finished, so that about half of the commands are killed.
+        var maxDelayMicroseconds = 40_000.0
         let iterations = 48
         for i in 0..<iterations {
             // Distinct regions inside distinct MiBs (at most 528 KiB from a 256 KiB offset); those
@@ -41,10 +44,12 @@ struct CrashTests {
             }
             let (process, out, err) = try cli.start(arguments)
             // Kill at a varied moment: from at once to after the command normally ends.
-            let delay = UInt32(Int.random(in: 0...40_000, using: &rng))
-            usleep(delay)
+            usleep(UInt32(Double.random(in: 0...maxDelayMicroseconds, using: &rng)))
             if process.isRunning {
                 kill(process.processIdentifier, SIGKILL)
+                maxDelayMicroseconds = min(maxDelayMicroseconds * 1.3, 3_000_000)
+            } else {
+                maxDelayMicroseconds = max(maxDelayMicroseconds * 0.8, 1_000)
             }
             let result = CLI.collect(process, out, err)
             if result.status == 0 {
@@ -59,6 +64,7 @@ struct CrashTests {
                 killed += 1
             }
         }
+        print("killNineInALoop: \(killed) of \(iterations) commands killed; acknowledged: \(ackedWrites.count) writes, \(ackedSnapshots.count) snapshots, \(ackedImports.count) imports, \(ackedClones.count) clones")
         #expect(killed > 0 && killed < iterations, "some commands were killed (\(killed) of \(iterations))")
 
         func verify(_ phase: String) throws {
