@@ -136,7 +136,7 @@ extension BlockStore {
     {
         let total = objects.reduce(UInt64(0)) { $0 + $1.sizeBytes }
         let state = ConditionLock(VerifyState())
-        Workers.run(count: min(workerCount, max(1, objects.count))) { _ in
+        Workers.run(count: min(computeWorkerCount, max(1, objects.count))) { _ in
             // One byte more than a block, to notice an oversized file.
             let buffer = BlockBuffer(count: BlockStore.blockSizeBytes + 1)
             while true {

@@ -33,7 +33,10 @@ extension BlockStore {
         let total = view.record.sizeBytes
         let state = ConditionLock(ExportState())
         let randomAccess = sink.supportsRandomAccess
-        Workers.run(count: min(workerCount, max(1, Int(count)))) { _ in
+        // One write into the file at a time: concurrent writers to one file contend for its
+        // inode lock, and the kernel spins on it, burning the core another block hashes on.
+        let writing = ConditionLock(())
+        Workers.run(count: min(computeWorkerCount, max(1, Int(count)))) { _ in
             let buffer = BlockBuffer(count: BlockStore.blockSizeBytes)
             while let index = state.withLock({ s -> UInt64? in
                 guard s.failure == nil, s.next < count else { return nil }
@@ -53,7 +56,7 @@ extension BlockStore {
                 }
                 if randomAccess {
                     do {
-                        try write()
+                        try writing.withLock { _ in try write() }
                         state.withLock { s in
                             s.doneBytes += UInt64(length)
                             progress?(s.doneBytes, total)

@@ -27,13 +27,17 @@ public final class BlockStore: Sendable {
     /// The backend the store keeps its objects in.
     public let backend: any StoreBackend
     let now: @Sendable () -> Int64
+    /// Threads for import, whose workers wait in fsync.
     let workerCount: Int
+    /// Threads for export and check, whose workers hash and copy without waiting for the disk.
+    var computeWorkerCount: Int { min(workerCount, Workers.coreCount) }
 
     /// A store on `backend`.
     /// - Parameters:
     ///   - clock: seconds since the Unix epoch; garbage collection's grace period is measured
     ///     with it against the backend's modification times.
-    ///   - workers: threads for hashing and I/O in import, export and check.
+    ///   - workers: threads for hashing and I/O in import (default: cores + 2); export and check
+    ///     use at most one per core.
     public init(
         backend: any StoreBackend, clock: @escaping @Sendable () -> Int64 = BlockStore.systemSeconds,
         workers: Int? = nil

@@ -22,8 +22,20 @@ func fail(_ message: String) -> Never {
 }
 
 let arguments = CommandLine.arguments
+if arguments.count == 6, arguments[1] == "export", let workers = Int(arguments[5]), workers > 0 {
+    // snf-store-bench export ROOT NAME FILE WORKERS: seconds to export with that many workers.
+    do {
+        let store = BlockStore(backend: try PosixBackend(root: arguments[2]), workers: workers)
+        let start = microseconds()
+        try store.export(try MapName(arguments[3]), to: try FileSink(path: arguments[4]))
+        print("seconds=\((microseconds() - start) / 1e6) workers=\(workers)")
+    } catch {
+        fail("\(error)")
+    }
+    exit(0)
+}
 guard arguments.count == 5, arguments[1] == "clone", let runs = Int(arguments[4]), runs > 0 else {
-    fail("usage: snf-store-bench clone ROOT ORIGIN RUNS")
+    fail("usage: snf-store-bench clone ROOT ORIGIN RUNS | export ROOT NAME FILE WORKERS")
 }
 do {
     let store = BlockStore(backend: try PosixBackend(root: arguments[2]))

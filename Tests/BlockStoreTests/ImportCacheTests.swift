@@ -2,9 +2,18 @@ import BlockStore
 import BlockStoreTesting
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @Suite("Import cache: unchanged files are not read again")
 struct ImportCacheTests {
-    static let nowNanoseconds = Int64(BlockStore.systemSeconds()) * 1_000_000_000
+    /// The wall clock now, in nanoseconds (read on every call: tests run at different times).
+    static var nowNanoseconds: Int64 {
+        var t = timespec()
+        clock_gettime(CLOCK_REALTIME, &t)
+        return Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec)
+    }
 
     static func identity(changedSecondsAgo: Int64, inode: UInt64 = 7, size: Int) -> SourceIdentity {
         let changed = nowNanoseconds - changedSecondsAgo * 1_000_000_000

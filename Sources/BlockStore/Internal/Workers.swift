@@ -13,10 +13,11 @@ import Darwin
 package enum Workers {
     /// How many workers a pipeline uses: enough to keep every core hashing while others wait for
     /// the disk, and a fixed limit (each holds one 4 MiB buffer).
-    static var defaultCount: Int {
-        let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        return min(max(cores, 1) + 2, 16)
-    }
+    static var defaultCount: Int { min(coreCount + 2, 16) }
+
+    /// Online cores: the width for work that never waits for the disk (hashing cached data,
+    /// copying into the page cache), where more threads than cores only contend.
+    static var coreCount: Int { max(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 1) }
 
     /// Calls `body(worker)` for `worker` in `0..<count`, each on its own thread.
     package static func run(count: Int, _ body: @escaping @Sendable (Int) -> Void) {
