@@ -23,15 +23,4 @@ enum BackendKind: String, CaseIterable, Sendable, CustomStringConvertible {
     }
 }
 
-enum TemporaryDirectory {
-    /// A new directory under the system's temporary directory.
-    static func make(prefix: String) throws -> String {
-        var template = Array("\(NSTemporaryDirectory())/\(prefix)-XXXXXX".utf8CString)
-        guard let path = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw StoreError(.io, "cannot create a temporary directory")
-        }
-        return String(cString: path)
-    }
-}
-
 let n = TestData.name

@@ -132,11 +132,7 @@ final class LockedBox<T>: @unchecked Sendable {
 }
 
 func temporaryDirectory(_ prefix: String) throws -> String {
-    var template = Array("\(NSTemporaryDirectory())/\(prefix)-XXXXXX".utf8CString)
-    guard let path = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-        throw CocoaError(.fileWriteUnknown)
-    }
-    return String(cString: path)
+    try TemporaryDirectory.make(prefix: prefix)
 }
 
 /// Deterministic random bytes.
