@@ -1,3 +1,4 @@
+import BlockStore
 import FoundationEssentials
 
 #if canImport(Glibc)
@@ -27,5 +28,3 @@ public enum TemporaryDirectory {
         return String(cString: path)
     }
 }
-
-import BlockStore

@@ -23,7 +23,8 @@ func fail(_ message: String) -> Never {
 
 let arguments = CommandLine.arguments
 if arguments.count == 6, arguments[1] == "export", let workers = Int(arguments[5]), workers > 0 {
-    // snf-store-bench export ROOT NAME FILE WORKERS: seconds to export with that many workers.
+    // snf-store-bench export ROOT NAME FILE WORKERS: seconds to export with a store of WORKERS
+    // workers (export itself uses at most one per core).
     do {
         let store = BlockStore(backend: try PosixBackend(root: arguments[2]), workers: workers)
         let start = microseconds()

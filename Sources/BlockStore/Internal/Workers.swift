@@ -11,8 +11,8 @@ import Darwin
 /// Plain threads, not the Swift concurrency pool, on purpose: workers block in `fsync` and
 /// `pread`, and blocking the cooperative pool's two threads would stall hashing.
 package enum Workers {
-    /// How many workers a pipeline uses: enough to keep every core hashing while others wait for
-    /// the disk, and a fixed limit (each holds one 4 MiB buffer).
+    /// How many workers import uses: enough to keep every core hashing while others wait in
+    /// fsync, and a fixed limit (each holds one 4 MiB buffer).
     static var defaultCount: Int { min(coreCount + 2, 16) }
 
     /// Online cores: the width for work that never waits for the disk (hashing cached data,
