@@ -28,11 +28,16 @@ let package = Package(
         .target(name: "BlockStorePosix", dependencies: ["BlockStore"]),
         // An in-memory backend with fault injection and the conformance suite every backend passes.
         .target(name: "BlockStoreTesting", dependencies: ["BlockStore"]),
-        // snf-store: the admin CLI (and, later, the Ganeti ExtStorage verbs).
+        // libfuse 3 (Debian: libfuse3-dev), for exposing volumes as files to loop devices.
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        // The data path and the Ganeti ExtStorage provider: volume I/O with copy-on-write, the NBD
+        // server, the FUSE export behind loop devices, the node daemon and its control protocol.
+        .target(name: "VolumeServer", dependencies: ["BlockStore", "BlockStorePosix", "CFuse3"]),
+        // snf-store: the admin CLI and the Ganeti ExtStorage verbs (dispatched on argv[0]).
         .executableTarget(
             name: "ExtStorage",
             dependencies: [
-                "BlockStore", "BlockStorePosix",
+                "BlockStore", "BlockStorePosix", "VolumeServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -41,6 +46,10 @@ let package = Package(
         .testTarget(
             name: "BlockStoreTests",
             dependencies: ["BlockStore", "BlockStorePosix", "BlockStoreTesting"]
+        ),
+        .testTarget(
+            name: "VolumeServerTests",
+            dependencies: ["VolumeServer", "BlockStore", "BlockStorePosix", "BlockStoreTesting"]
         ),
         .testTarget(
             name: "ExtStorageTests",
