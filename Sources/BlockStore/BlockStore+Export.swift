@@ -11,7 +11,7 @@ extension BlockStore {
         try backend.withLock(BlockStore.gcLock, exclusive: false) {
             let record = try existingRecord(name)
             if record.kind == .readWrite {
-                try backend.withLock(BlockStore.nameLock(name), exclusive: true) {
+                try withNameLock(name) {
                     // Read again under the lock: the volume may have changed since.
                     try export(view(of: existingRecord(name)), to: sink, progress: progress)
                 }

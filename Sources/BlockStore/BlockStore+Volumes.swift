@@ -60,7 +60,7 @@ extension BlockStore {
             preconditionFailure("write(to:at:from:) needs a source of known size")
         }
         return try backend.withLock(BlockStore.gcLock, exclusive: false) {
-            try backend.withLock(BlockStore.nameLock(name), exclusive: true) {
+            try withNameLock(name) {
                 let record = try existingRecord(name)
                 guard record.kind == .readWrite, let volume = record.volume else {
                     throw StoreError(.wrongKind, "\(name) is a read-only map; clone it to a volume to write")
@@ -129,26 +129,32 @@ extension BlockStore {
     @discardableResult
     public func snapshot(_ volume: MapName, as name: MapName) throws -> MapRecord {
         try backend.withLock(BlockStore.gcLock, exclusive: false) {
-            try backend.withLock(BlockStore.nameLock(volume), exclusive: true) {
+            try withNameLock(volume) {
                 var record = try existingRecord(volume)
-                guard record.kind == .readWrite else {
-                    throw StoreError(.wrongKind, "\(volume) is already a read-only map; clone it to get a volume")
-                }
-                try requireAbsent(name)
-                let view = try view(of: record)
-                let entries = (0..<view.count).map { view.entry(at: $0) }
-                let map = try storeBody(entries)
-                try backend.flush()
-                record.epoch += 1
-                record.map = map
-                try publishReplacement(record)
-                let snapshot = MapRecord(
-                    name: name, kind: .readOnly, sizeBytes: record.sizeBytes, map: map, volume: nil, epoch: 0,
-                    origin: volume.rawValue, createdSeconds: now())
-                try publishNew(snapshot)
-                return snapshot
+                return try snapshotHoldingLock(&record, view: try view(of: record), as: name)
             }
         }
+    }
+
+    /// ``snapshot(_:as:)`` for a caller that holds the volume's name lock and the `gc` lock shared.
+    func snapshotHoldingLock(_ record: inout MapRecord, view: MapView, as name: MapName) throws -> MapRecord {
+        guard record.kind == .readWrite else {
+            throw StoreError(.wrongKind, "\(record.name) is already a read-only map; clone it to get a volume")
+        }
+        try requireAbsent(name)
+        let entries = (0..<view.count).map { view.entry(at: $0) }
+        let map = try storeBody(entries)
+        try backend.flush()
+        var next = record
+        next.epoch += 1
+        next.map = map
+        try publishReplacement(next)
+        record = next
+        let snapshot = MapRecord(
+            name: name, kind: .readOnly, sizeBytes: record.sizeBytes, map: map, volume: nil, epoch: 0,
+            origin: record.name.rawValue, createdSeconds: now())
+        try publishNew(snapshot)
+        return snapshot
     }
 
     /// Grows volume `name` to `sizeBytes`; the new bytes read as zeros. Growing to the current
@@ -158,20 +164,27 @@ extension BlockStore {
     @discardableResult
     public func grow(_ name: MapName, toSizeBytes sizeBytes: UInt64) throws -> MapRecord {
         try backend.withLock(BlockStore.gcLock, exclusive: false) {
-            try backend.withLock(BlockStore.nameLock(name), exclusive: true) {
+            try withNameLock(name) {
                 var record = try existingRecord(name)
-                guard record.kind == .readWrite else {
-                    throw StoreError(.wrongKind, "\(name) is a read-only map and cannot grow; clone it to a larger volume")
-                }
-                guard sizeBytes >= record.sizeBytes else {
-                    throw StoreError(.invalidArgument, "\(name) has \(record.sizeBytes) bytes and cannot shrink to \(sizeBytes)")
-                }
-                guard sizeBytes > record.sizeBytes else { return record }
-                record.sizeBytes = sizeBytes
-                try publishReplacement(record)
+                try growHoldingLock(&record, toSizeBytes: sizeBytes)
                 return record
             }
         }
+    }
+
+    /// ``grow(_:toSizeBytes:)`` for a caller that holds the volume's name lock and `gc` shared.
+    func growHoldingLock(_ record: inout MapRecord, toSizeBytes sizeBytes: UInt64) throws {
+        guard record.kind == .readWrite else {
+            throw StoreError(.wrongKind, "\(record.name) is a read-only map and cannot grow; clone it to a larger volume")
+        }
+        guard sizeBytes >= record.sizeBytes else {
+            throw StoreError(.invalidArgument, "\(record.name) has \(record.sizeBytes) bytes and cannot shrink to \(sizeBytes)")
+        }
+        guard sizeBytes > record.sizeBytes else { return }
+        var next = record
+        next.sizeBytes = sizeBytes
+        try publishReplacement(next)
+        record = next
     }
 
     /// Removes the map or volume `name`: its record goes; its blocks and map data stay until
@@ -179,7 +192,7 @@ extension BlockStore {
     /// - Throws: ``StoreError/Code/notFound``.
     public func remove(_ name: MapName) throws {
         try backend.withLock(BlockStore.gcLock, exclusive: false) {
-            try backend.withLock(BlockStore.nameLock(name), exclusive: true) {
+            try withNameLock(name) {
                 guard try backend.stat(.record, name.rawValue) != nil else {
                     throw StoreError(.notFound, "no map or volume named \(name)")
                 }

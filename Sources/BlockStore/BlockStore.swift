@@ -29,6 +29,8 @@ public final class BlockStore: Sendable {
     let now: @Sendable () -> Int64
     /// Threads for import, whose workers wait in fsync.
     let workerCount: Int
+    /// How long an operation on a name waits for that name's lock before failing as busy.
+    public let nameLockWaitSeconds: Double
     /// Threads for export and check, whose workers hash and copy without waiting for the disk.
     var computeWorkerCount: Int { min(workerCount, Workers.coreCount) }
 
@@ -38,10 +40,13 @@ public final class BlockStore: Sendable {
     ///     with it against the backend's modification times.
     ///   - workers: threads for hashing and I/O in import (default: cores + 2); export and check
     ///     use at most one per core.
+    ///   - nameLockWaitSeconds: how long an operation on a map or volume waits for another holder
+    ///     of that name (see ``StoreError/Code/busy``).
     public init(
         backend: any StoreBackend, clock: @escaping @Sendable () -> Int64 = BlockStore.systemSeconds,
-        workers: Int? = nil
+        workers: Int? = nil, nameLockWaitSeconds: Double = 60
     ) {
+        self.nameLockWaitSeconds = nameLockWaitSeconds
         self.backend = backend
         self.now = clock
         self.workerCount = max(1, workers ?? Workers.defaultCount)
@@ -64,6 +69,36 @@ public final class BlockStore: Sendable {
 
     static let gcLock = "gc"
     static func nameLock(_ name: MapName) -> String { "name." + name.rawValue }
+
+    /// Takes `name`'s lock exclusively, waiting at most ``nameLockWaitSeconds`` (the node daemon
+    /// holds the lock of every volume it has attached, for as long as it is attached).
+    /// - Throws: ``StoreError/Code/busy`` when it stays taken.
+    func lockName(_ name: MapName) throws -> any StoreLock {
+        let deadline = BlockStore.monotonicNanoseconds() + Int64(nameLockWaitSeconds * 1e9)
+        var pause: Int64 = 1_000_000
+        while true {
+            if let held = try backend.tryLock(BlockStore.nameLock(name), exclusive: true) { return held }
+            guard BlockStore.monotonicNanoseconds() < deadline else {
+                throw StoreError(.busy, "\(name) is in use: attached on this node (`snf-store detach \(name)` frees it) or being changed by another command; try again")
+            }
+            var t = timespec(tv_sec: 0, tv_nsec: Int(pause))
+            nanosleep(&t, nil)
+            pause = min(pause * 2, 50_000_000)
+        }
+    }
+
+    /// Runs `body` holding `name`'s lock (see ``lockName(_:)``).
+    func withNameLock<T>(_ name: MapName, _ body: () throws -> T) throws -> T {
+        let held = try lockName(name)
+        defer { held.unlock() }
+        return try body()
+    }
+
+    static func monotonicNanoseconds() -> Int64 {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec)
+    }
 
     // MARK: Records and views
 

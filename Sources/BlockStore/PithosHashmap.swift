@@ -69,7 +69,7 @@ extension BlockStore {
         try backend.withLock(BlockStore.gcLock, exclusive: false) {
             let record = try existingRecord(name)
             if record.kind == .readWrite {
-                return try backend.withLock(BlockStore.nameLock(name), exclusive: true) {
+                return try withNameLock(name) {
                     try hashmap(of: view(of: existingRecord(name)))
                 }
             }

@@ -98,6 +98,9 @@ public protocol StoreBackend: Sendable {
     /// Takes the named lock, waiting for it. Shared holders exclude exclusive ones.
     func lock(_ name: String, exclusive: Bool) throws -> any StoreLock
 
+    /// Takes the named lock if nobody holds it in a conflicting mode; nil otherwise (never waits).
+    func tryLock(_ name: String, exclusive: Bool) throws -> (any StoreLock)?
+
     /// Forgets a lock that nobody can hold or want any more (garbage collection of stale locks).
     func removeLock(_ name: String) throws
 

@@ -8,7 +8,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         enum Base: String, Sendable {
             case invalidName, invalidArgument, notFound, alreadyExists, wrongKind, outOfRange
-            case notAStore, corrupt, missing, noSpace, io
+            case notAStore, corrupt, missing, noSpace, io, busy
         }
         let base: Base
 
@@ -34,13 +34,16 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         public static let noSpace = Code(base: .noSpace)
         /// Any other input/output failure of the backend.
         public static let io = Code(base: .io)
+        /// The map or volume is held by someone else (attached by the node daemon, or being
+        /// changed by another command) for longer than the store waits; retrying later may work.
+        public static let busy = Code(base: .busy)
 
         /// True for errors caused by the caller's input: they change nothing in the store.
         public var isBadInput: Bool {
             switch base {
             case .invalidName, .invalidArgument, .notFound, .alreadyExists, .wrongKind, .outOfRange, .notAStore:
                 return true
-            case .corrupt, .missing, .noSpace, .io:
+            case .corrupt, .missing, .noSpace, .io, .busy:
                 return false
             }
         }

@@ -151,6 +151,8 @@ public final class PosixBackend: StoreBackend {
         String(path[..<path.lastIndex(of: "/")!])
     }
 
+    func markDirectoryDirty(_ directory: String) { markDirty(directory) }
+
     private func markDirty(_ directory: String) {
         dirtyDirectories.withLock { _ = $0.insert(directory) }
     }
@@ -187,11 +189,16 @@ public final class PosixBackend: StoreBackend {
         return n == bytes.count ? bytes : Array(bytes.prefix(n))
     }
 
-    /// Writes `bytes` to a new scratch file, fsynced. Returns its path.
-    private func writeScratch(_ bytes: UnsafeRawBufferPointer) throws -> String {
+    /// A fresh, unused scratch file name.
+    func scratchPath() throws -> String {
         let serial = scratchCounter.wrappingAdd(1, ordering: .relaxed).newValue
         var rng = SystemRandomNumberGenerator()
-        let path = "\(root)/tmp/\(getpid())-\(serial)-\(String(rng.next() as UInt32, radix: 16)).tmp"
+        return "\(root)/tmp/\(getpid())-\(serial)-\(String(rng.next() as UInt32, radix: 16)).tmp"
+    }
+
+    /// Writes `bytes` to a new scratch file, fsynced. Returns its path.
+    private func writeScratch(_ bytes: UnsafeRawBufferPointer) throws -> String {
+        let path = try scratchPath()
         let fd = Sys.open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard fd >= 0 else { throw Sys.failure("create", path) }
         do {
@@ -348,6 +355,20 @@ public final class PosixBackend: StoreBackend {
             let error = Sys.failure("lock", path)
             Sys.close(fd)
             throw error
+        }
+        return FileLock(fd: fd)
+    }
+
+    public func tryLock(_ name: String, exclusive: Bool) throws -> (any StoreLock)? {
+        let path = try lockPath(name)
+        let fd = Sys.open(path, O_RDWR | O_CREAT, 0o600)
+        guard fd >= 0 else { throw Sys.failure("open lock", path) }
+        while flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
+            if errno == EINTR { continue }
+            let code = errno
+            Sys.close(fd)
+            if code == EWOULDBLOCK { return nil }
+            throw Sys.failure("lock", path, code)
         }
         return FileLock(fd: fd)
     }

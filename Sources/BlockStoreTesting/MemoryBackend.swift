@@ -331,6 +331,22 @@ public final class MemoryBackend: StoreBackend, @unchecked Sendable {
         }
     }
 
+    public func tryLock(_ name: String, exclusive: Bool) throws -> (any StoreLock)? {
+        let taken = state.withLock { s -> Bool in
+            let held = s.locks[name] ?? LockState()
+            guard exclusive ? (!held.exclusive && held.shared == 0) : !held.exclusive else { return false }
+            if exclusive { s.locks[name, default: LockState()].exclusive = true }
+            else { s.locks[name, default: LockState()].shared += 1 }
+            return true
+        }
+        guard taken else { return nil }
+        return MemoryLock { [state] in
+            state.withLock { s in
+                if exclusive { s.locks[name]?.exclusive = false } else { s.locks[name]?.shared -= 1 }
+            }
+        }
+    }
+
     public func removeLock(_ name: String) throws {
         state.withLock { s in
             if let held = s.locks[name], !held.exclusive && held.shared == 0 { s.locks[name] = nil }

@@ -1,0 +1,336 @@
+import BlockStore
+import BlockStorePosix
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// One attached map or volume as a random-access device: the engine behind the NBD server and the
+/// FUSE export.
+///
+/// Holds a ``VolumeSession`` (so nothing else changes the volume while attached) and keeps the
+/// files of the blocks it touched open. Reads of zero blocks cost no I/O; the first write to a
+/// block of the current epoch copies it on write into a private block (temp file, link); later
+/// writes change that file in place. ``flush()`` fsyncs every private block written since the
+/// last flush and the directories of new ones, so every acknowledged flush survives a power loss;
+/// every completed write survives the daemon being killed (it is in the kernel's page cache under
+/// its final name).
+///
+/// Copy-on-write of a block with data fsyncs the copy before linking it, so a power loss can never
+/// leave the volume with a block whose untouched bytes lost the origin's content. A block that was
+/// all zeros needs no such care: losing its copy reads as the old zeros.
+public final class VolumeDevice: VolumeIO {
+    /// The attached name.
+    public let name: MapName
+    /// True when writes are allowed (a volume, not a snapshot or image).
+    public let isWritable: Bool
+    private let backend: PosixBackend
+    private let state: Mutex<State>
+    private let size: Atomic<UInt64>
+    /// Bytes served, for `snf-store status`.
+    public let bytesRead = Atomic<UInt64>(0)
+    public let bytesWritten = Atomic<UInt64>(0)
+
+    /// At most this many block files stay open per device (beyond the ones awaiting a flush).
+    static let maxOpenFiles = 4096
+
+    private struct State {
+        var session: VolumeSession
+        /// Open files by block index, for the blocks touched so far.
+        var files: [UInt64: BlockFile] = [:]
+        /// Private blocks written since the last flush.
+        var dirty: [UInt64: BlockFile] = [:]
+        /// A private block was created since the last flush: its directory needs a sync.
+        var created = false
+        var closed = false
+    }
+
+    /// Opens `name` in `store` (whose backend must be `backend`) for exclusive use.
+    public init(store: BlockStore, backend: PosixBackend, name: MapName) throws {
+        let session = try store.openSession(name)
+        self.name = name
+        self.backend = backend
+        self.isWritable = session.isWritable
+        self.size = Atomic(session.record.sizeBytes)
+        self.state = Mutex(State(session: session))
+    }
+
+    deinit {
+        state.withLock { $0.session.close() }
+    }
+
+    public var sizeBytes: UInt64 { size.load(ordering: .acquiring) }
+
+    /// The volume's record as of now.
+    public var record: MapRecord { state.withLock { $0.session.record } }
+
+    // MARK: Reads
+
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        try check(offset: offset, count: buffer.count)
+        var done = 0
+        let blockSize = UInt64(BlockStore.blockSizeBytes)
+        while done < buffer.count {
+            let position = offset + UInt64(done)
+            let index = position / blockSize
+            let low = position - index * blockSize
+            let n = min(buffer.count - done, Int(blockSize - low))
+            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)])
+            if let file = try fileForReading(index) {
+                let got = try PosixBackend.readFully(file.fd, into: piece, at: low, what: file.what)
+                if got < n { memset(piece.baseAddress! + got, 0, n - got) }
+            } else {
+                memset(piece.baseAddress!, 0, n)
+            }
+            done += n
+        }
+        bytesRead.wrappingAdd(UInt64(buffer.count), ordering: .relaxed)
+    }
+
+    /// The open file block `index` reads from, or nil for a zero block.
+    private func fileForReading(_ index: UInt64) throws -> BlockFile? {
+        try state.withLock { s in
+            try requireOpen(s)
+            if let file = s.files[index] { return file }
+            let file: BlockFile?
+            switch s.session.entry(at: index) {
+            case .zero:
+                return nil
+            case .block(let id):
+                file = try open(.block, id.hex, writable: false, owner: index)
+            case .volumeBlock(let id):
+                let current = s.session.isWritable && id.epoch == s.session.record.epoch
+                file = try open(.volumeBlock, id.key, writable: current, owner: index)
+            }
+            remember(file!, at: index, in: &s)
+            return file
+        }
+    }
+
+    private func open(_ kind: ObjectKind, _ key: String, writable: Bool, owner index: UInt64) throws -> BlockFile {
+        guard let fd = try backend.openObject(kind, key, writable: writable) else {
+            throw StoreError(.missing, "\(kind == .block ? "block" : "private block") \(key) (block \(index) of \(name)) is missing from the store; run `snf-store check`")
+        }
+        return BlockFile(fd: fd, writable: writable, what: "\(kind.rawValue) \(key) of \(name)")
+    }
+
+    private func remember(_ file: BlockFile, at index: UInt64, in s: inout State) {
+        if s.files.count >= VolumeDevice.maxOpenFiles {
+            // Forget every clean file; dirty ones stay referenced until the flush.
+            s.files = s.dirty
+        }
+        s.files[index] = file
+    }
+
+    // MARK: Writes
+
+    public func write(at offset: UInt64, from bytes: UnsafeRawBufferPointer, fua: Bool) throws {
+        guard isWritable else {
+            throw StoreError(.wrongKind, "\(name) is a read-only map (an image or snapshot); it cannot be written")
+        }
+        try check(offset: offset, count: bytes.count)
+        var done = 0
+        let blockSize = UInt64(BlockStore.blockSizeBytes)
+        var touched: [BlockFile] = []
+        var createdAny = false
+        while done < bytes.count {
+            let position = offset + UInt64(done)
+            let index = position / blockSize
+            let low = position - index * blockSize
+            let n = min(bytes.count - done, Int(blockSize - low))
+            let piece = UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)])
+            let (file, created) = try fileForWriting(index, low: low, piece: piece)
+            if !created {
+                try PosixBackend.writeAll(file.fd, piece, at: low, what: file.what)
+            }
+            createdAny = createdAny || created
+            if fua { touched.append(file) }
+            done += n
+        }
+        if fua {
+            for file in touched { try PosixBackend.dataSync(file.fd, what: file.what) }
+            if createdAny { try backend.flush() }
+        }
+        bytesWritten.wrappingAdd(UInt64(bytes.count), ordering: .relaxed)
+    }
+
+    /// The private block of the current epoch for block `index`, copied on write if needed.
+    /// Returns `created: true` when the new block already holds `piece` at `low`.
+    private func fileForWriting(_ index: UInt64, low: UInt64, piece: UnsafeRawBufferPointer) throws -> (BlockFile, created: Bool) {
+        try state.withLock { s in
+            try requireOpen(s)
+            if let file = s.files[index], file.writable {
+                s.dirty[index] = file
+                return (file, false)
+            }
+            let old = s.session.entry(at: index)
+            if case .volumeBlock(let id) = old, id.epoch == s.session.record.epoch {
+                // Written in this epoch by an earlier attachment: change it in place.
+                let file = try open(.volumeBlock, id.key, writable: true, owner: index)
+                remember(file, at: index, in: &s)
+                s.dirty[index] = file
+                return (file, false)
+            }
+            let key = s.session.privateBlock(at: index).key
+            let what = "private block \(key) of \(name)"
+            let fd: Int32
+            if old == .zero {
+                // Nothing to preserve: a lost copy reads as the old zeros.
+                fd = try backend.createPrivateBlock(key, sync: false) { fd in
+                    try PosixBackend.writeAll(fd, piece, at: low, what: what)
+                }
+            } else {
+                let source = try s.files[index] ?? fileForCopy(old, index: index)
+                let whole = low == 0 && piece.count == BlockStore.blockSizeBytes
+                fd = try backend.createPrivateBlock(key, sync: true) { fd in
+                    if !whole {
+                        try copyBlock(from: source, to: fd, what: what)
+                    }
+                    try PosixBackend.writeAll(fd, piece, at: low, what: what)
+                }
+            }
+            let file = BlockFile(fd: fd, writable: true, what: what)
+            s.session.markWritten(index)
+            remember(file, at: index, in: &s)
+            s.dirty[index] = file
+            s.created = true
+            return (file, true)
+        }
+    }
+
+    private func fileForCopy(_ entry: MapEntry, index: UInt64) throws -> BlockFile {
+        switch entry {
+        case .zero: preconditionFailure("zero blocks are not copied")
+        case .block(let id): return try open(.block, id.hex, writable: false, owner: index)
+        case .volumeBlock(let id): return try open(.volumeBlock, id.key, writable: false, owner: index)
+        }
+    }
+
+    private func copyBlock(from source: BlockFile, to fd: Int32, what: String) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: BlockStore.blockSizeBytes, alignment: 4096)
+        defer { buffer.deallocate() }
+        let n = try PosixBackend.readFully(source.fd, into: buffer, at: 0, what: source.what)
+        try PosixBackend.writeAll(fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: 0, what: what)
+    }
+
+    /// Writes `count` zero bytes at `offset`. Blocks that already read as zeros and were never
+    /// written are skipped: no copy-on-write, no I/O.
+    public func writeZeroes(at offset: UInt64, count: Int, fua: Bool) throws {
+        guard isWritable else {
+            throw StoreError(.wrongKind, "\(name) is a read-only map (an image or snapshot); it cannot be written")
+        }
+        try check(offset: offset, count: count)
+        let blockSize = UInt64(BlockStore.blockSizeBytes)
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: BlockStore.blockSizeBytes, alignment: 4096)
+        defer { zeros.deallocate() }
+        memset(zeros.baseAddress!, 0, zeros.count)
+        var done = 0
+        while done < count {
+            let position = offset + UInt64(done)
+            let index = position / blockSize
+            let low = position - index * blockSize
+            let n = min(count - done, Int(blockSize - low))
+            let alreadyZero = try state.withLock { s in
+                try requireOpen(s)
+                return s.files[index] == nil && s.session.entry(at: index) == .zero
+            }
+            if !alreadyZero {
+                try write(at: position, from: UnsafeRawBufferPointer(rebasing: zeros[0..<n]), fua: fua)
+            }
+            done += n
+        }
+    }
+
+    // MARK: Flush, snapshot, grow
+
+    public func flush() throws {
+        let (files, created) = state.withLock { s -> ([UInt64: BlockFile], Bool) in
+            let out = (s.dirty, s.created)
+            s.dirty = [:]
+            s.created = false
+            return out
+        }
+        do {
+            for file in files.values { try PosixBackend.dataSync(file.fd, what: file.what) }
+            if created { try backend.flush() }
+        } catch {
+            // Keep them dirty: the next flush tries again.
+            state.withLock { s in
+                s.dirty.merge(files) { newer, _ in newer }
+                s.created = s.created || created
+            }
+            throw error
+        }
+    }
+
+    /// Flushes, then freezes the volume into the read-only map `snapshotName` (see
+    /// ``VolumeSession/snapshot(as:)``). Writes that complete while this runs wait for it.
+    @discardableResult
+    public func snapshot(as snapshotName: MapName) throws -> MapRecord {
+        try state.withLock { s in
+            try requireOpen(s)
+            for file in s.dirty.values { try PosixBackend.dataSync(file.fd, what: file.what) }
+            if s.created || !s.dirty.isEmpty { try backend.flush() }
+            s.dirty = [:]
+            s.created = false
+            let snapshot = try s.session.snapshot(as: snapshotName)
+            // Every private block is frozen now: reopen lazily with the new resolution.
+            s.files = [:]
+            return snapshot
+        }
+    }
+
+    /// Grows the volume to `sizeBytes` (never shrinks); the new bytes read as zeros.
+    @discardableResult
+    public func grow(toSizeBytes sizeBytes: UInt64) throws -> MapRecord {
+        try state.withLock { s in
+            try requireOpen(s)
+            let record = try s.session.grow(toSizeBytes: sizeBytes)
+            size.store(record.sizeBytes, ordering: .releasing)
+            return record
+        }
+    }
+
+    /// Flushes and releases the volume; later calls fail. Idempotent.
+    public func close() throws {
+        let alreadyClosed = state.withLock { $0.closed }
+        guard !alreadyClosed else { return }
+        try flush()
+        state.withLock { s in
+            s.closed = true
+            s.files = [:]
+            s.session.close()
+        }
+    }
+
+    // MARK: Checks
+
+    private func check(offset: UInt64, count: Int) throws {
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
+        guard !overflow, end <= sizeBytes else {
+            throw StoreError(.outOfRange, "\(count) bytes at offset \(offset) pass the end of \(name) (\(sizeBytes) bytes)")
+        }
+    }
+
+    private func requireOpen(_ s: State) throws {
+        guard !s.closed else { throw StoreError(.invalidArgument, "\(name) is no longer attached") }
+    }
+}
+
+/// An open block file; closed when the last user lets go.
+final class BlockFile: Sendable {
+    let fd: Int32
+    let writable: Bool
+    let what: String
+
+    init(fd: Int32, writable: Bool, what: String) {
+        self.fd = fd
+        self.writable = writable
+        self.what = what
+    }
+
+    deinit { _ = Glibc.close(fd) }
+}
