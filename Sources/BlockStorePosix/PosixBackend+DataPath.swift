@@ -73,3 +73,48 @@ extension PosixBackend {
         try Sys.fdatasync(fd, path: what)
     }
 }
+
+/// Operator metadata of volumes (Ganeti's `setinfo`): `meta/<name>`, one line of text, replaced
+/// atomically. Not part of the map format: losing it loses no data.
+extension PosixBackend {
+    /// Stores `text` as the metadata of `name`, or removes it when `text` is nil.
+    public func setMetadata(of name: String, to text: String?) throws {
+        guard MapName.problem(with: name) == nil else {
+            throw StoreError(.invalidName, "invalid name \(name.debugDescription)")
+        }
+        let directory = root + "/meta"
+        let target = directory + "/" + name
+        guard let text else {
+            if unlink(target) != 0 && errno != ENOENT { throw Sys.failure("remove", target) }
+            return
+        }
+        try Sys.makeDirectory(directory)
+        let scratch = try scratchPath()
+        let fd = Sys.open(scratch, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard fd >= 0 else { throw Sys.failure("create", scratch) }
+        defer { unlink(scratch) }
+        do {
+            try Array((text + "\n").utf8).withUnsafeBytes { try Sys.writeAll(fd, $0, at: 0, path: scratch) }
+            try Sys.fsync(fd, path: scratch)
+            Sys.close(fd)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        guard rename(scratch, target) == 0 else { throw Sys.failure("replace", target) }
+        try Sys.syncDirectory(directory)
+    }
+
+    /// The metadata of `name`, or nil.
+    public func metadata(of name: String) throws -> String? {
+        guard MapName.problem(with: name) == nil else { return nil }
+        let path = root + "/meta/" + name
+        guard try Sys.statPath(path) != nil else { return nil }
+        let bytes = try PosixBackend.readSmallFile(path)
+        return String(decoding: bytes, as: UTF8.self).trimmingSuffixNewline
+    }
+}
+
+extension String {
+    var trimmingSuffixNewline: String { hasSuffix("\n") ? String(dropLast()) : self }
+}

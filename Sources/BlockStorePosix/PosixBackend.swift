@@ -28,7 +28,7 @@ public final class PosixBackend: StoreBackend {
     private let scratchCounter = Atomic<UInt64>(0)
 
     static let marker = "snf-store 1\nblock-size \(BlockStore.blockSizeBytes)\nblock-hash \(BlockStore.blockHashName)\n"
-    static let directories = ["blocks", "volumes", "maps", "names", "cache", "locks", "tmp"]
+    static let directories = ["blocks", "volumes", "maps", "names", "cache", "locks", "tmp", "meta"]
 
     /// Opens the store at `root`. Throws ``StoreError/Code/notAStore`` when it was never initialized.
     public init(root: String) throws {

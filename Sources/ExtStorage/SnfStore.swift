@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlockStore
 import BlockStorePosix
+import VolumeServer
 
 #if canImport(Glibc)
 import Glibc
@@ -8,15 +9,46 @@ import Glibc
 import Musl
 #endif
 
-/// `snf-store`: the block store's admin CLI. (The Ganeti ExtStorage verbs will be dispatched on
-/// `argv[0]` from here too.)
+/// `snf-store`: the block store's admin CLI, its node daemon (`serve`), and the Ganeti ExtStorage
+/// provider: invoked as `create`, `attach`, ... (the provider directory's symlinks) or as
+/// `snf-store provider VERB`, it runs that verb with Ganeti's environment.
 ///
 /// EXIT STATUS: 0 success; 1 the operation failed (I/O error, damaged data, `check` found
 /// problems); 2 bad input (usage, invalid or unknown name, bad size or offset) — nothing changed.
 @main
 enum SnfStoreMain {
     static func main() {
-        exit(run(Array(CommandLine.arguments.dropFirst())))
+        let arguments = CommandLine.arguments
+        let invokedAs = arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
+        if ExtStorageProvider.verbs.contains(invokedAs) {
+            exit(runProvider(invokedAs, extraArguments: Array(arguments.dropFirst())))
+        }
+        if arguments.count >= 2 && arguments[1] == "provider" {
+            guard arguments.count >= 3 else {
+                printError("snf-store provider: name a verb: \(ExtStorageProvider.verbs.joined(separator: ", "))")
+                exit(ExitStatus.badInput)
+            }
+            exit(runProvider(arguments[2], extraArguments: Array(arguments.dropFirst(3))))
+        }
+        exit(run(Array(arguments.dropFirst())))
+    }
+
+    /// Runs a Ganeti ExtStorage verb with the process environment; only `attach` prints.
+    static func runProvider(_ verb: String, extraArguments: [String]) -> Int32 {
+        // Ganeti passes no arguments (verify gets "parameters" in some versions): ignore them.
+        _ = extraArguments
+        do {
+            let provider = try ExtStorageProvider(environment: processEnvironment())
+            let output = try provider.run(verb)
+            if !output.isEmpty { writeStandardOutput(output) }
+            return 0
+        } catch let error as ProviderError {
+            printError("snf-store \(verb): \(error.message)")
+            return error.status
+        } catch {
+            printError("snf-store \(verb): \(error)")
+            return ExitStatus.failure
+        }
     }
 
     /// Parses `arguments`, runs the command and returns the exit status.
@@ -75,10 +107,29 @@ func printError(_ message: String) {
 }
 
 /// Writes `text` to file descriptor 2 as it is.
-func writeStandardError(_ text: String) {
+func writeStandardError(_ text: String) { writeAll(2, text) }
+
+/// Writes `text` to file descriptor 1 as it is.
+func writeStandardOutput(_ text: String) { writeAll(1, text) }
+
+/// The process environment as a dictionary.
+func processEnvironment() -> [String: String] {
+    var result: [String: String] = [:]
+    var pointer = environ
+    while let entry = pointer.pointee {
+        let text = String(cString: entry)
+        if let equals = text.firstIndex(of: "=") {
+            result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+        }
+        pointer += 1
+    }
+    return result
+}
+
+func writeAll(_ fd: Int32, _ text: String) {
     var bytes = Array(text.utf8)[...]
     while !bytes.isEmpty {
-        let n = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         if n < 0 && errno == EINTR { continue }
         if n <= 0 { return }
         bytes = bytes.dropFirst(n)
@@ -90,13 +141,19 @@ struct SnfStore: ParsableCommand {
         commandName: "snf-store",
         abstract: "Manage a content-addressed block store: images, snapshots and thin-cloned volumes.",
         discussion: """
-            The store lives in --root DIR, else $SNF_STORE_ROOT, else /var/lib/snf-store.
+            The store lives in --root DIR, else $SNF_STORE_ROOT, else `root` in /etc/snf/store.conf,
+            else /var/lib/snf-store. The node daemon's runtime directory likewise comes from --run,
+            $SNF_STORE_RUN, `run` in the configuration file, else /run/snf-store.
+            Invoked as create, attach, detach, remove, grow, setinfo, verify, snapshot, open or
+            close (the Ganeti ExtStorage provider's symlinks), or as `snf-store provider VERB`, it
+            runs that provider verb with Ganeti's environment (see docs/extstorage.md).
             Sizes and offsets are bytes, optionally with a K, M, G or T suffix (powers of 1024).
             Exit status: 0 success, 1 failure, 2 bad input (nothing was changed).
             """,
         subcommands: [
             Init.self, Import.self, Export.self, Create.self, Clone.self, Write.self, Snapshot.self, Grow.self,
             Remove.self, Info.self, List.self, Hashmap.self, CollectGarbage.self, Check.self,
+            Attach.self, Detach.self, Status.self, Serve.self,
         ])
 }
 
@@ -105,13 +162,21 @@ struct StoreOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The store's directory.", valueName: "DIR"))
     var root: String?
 
-    /// `--root`, else `SNF_STORE_ROOT`, else `/var/lib/snf-store`.
+    @Option(name: .long, help: ArgumentHelp("The node daemon's runtime directory.", valueName: "DIR"))
+    var run: String?
+
+    /// `--root`, else `SNF_STORE_ROOT`, else `root` in the configuration file, else `/var/lib/snf-store`.
     var resolvedRoot: String {
-        if let root, !root.isEmpty { return root }
-        if let env = getenv("SNF_STORE_ROOT"), let value = String(validatingCString: env), !value.isEmpty {
-            return value
+        (try? config().root) ?? root ?? NodeConfig.defaultRoot
+    }
+
+    /// Both locations, as the provider resolves them.
+    func config() throws -> NodeConfig {
+        do {
+            return try NodeConfig.load(rootOption: root, runOption: run, environment: processEnvironment())
+        } catch let error as ServerError {
+            throw StoreError(.invalidArgument, error.message)
         }
-        return "/var/lib/snf-store"
     }
 
     func backend() throws -> PosixBackend { try PosixBackend(root: resolvedRoot) }
