@@ -71,7 +71,7 @@ public final class Daemon {
         staleLoops = Set(LoopDevice.devices(under: config.fuseMountpoint))
         for device in staleLoops {
             log("detaching stale loop device \(device) of an earlier daemon")
-            try? LoopDevice.detach(device)
+            _ = try? LoopDevice.detach(device)
         }
         let restore = (try? listDirectory(config.attachedDirectory)) ?? []
         for name in restore {
@@ -361,4 +361,16 @@ func monotonicSeconds() -> Int64 {
     var t = timespec()
     clock_gettime(CLOCK_MONOTONIC, &t)
     return Int64(t.tv_sec)
+}
+
+extension LoopDevice {
+    /// Every loop device whose backing file lies under `directory` (such as the FUSE mount of a
+    /// daemon that was killed), as `/dev/loopN`.
+    static func devices(under directory: String) -> [String] {
+        guard let names = try? listDirectory("/sys/block") else { return [] }
+        return names.filter { $0.hasPrefix("loop") }.compactMap { name in
+            guard let backing = backingFile(of: "/dev/" + name), backing.hasPrefix(directory + "/") else { return nil }
+            return "/dev/" + name
+        }
+    }
 }
