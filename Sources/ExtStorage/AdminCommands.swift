@@ -56,6 +56,7 @@ struct Export: ParsableCommand {
 
     func run() throws {
         let name = try mapName(name)
+        try self.store.requireDetached(name)
         let store = try store.store()
         // Check the name before creating or truncating the output.
         guard try store.record(named: name) != nil else {
@@ -103,6 +104,7 @@ struct Write: ParsableCommand {
 
     func run() throws {
         let name = try mapName(volume)
+        try self.store.requireDetached(name)
         let backend = try store.backend()
         let store = BlockStore(backend: backend)
         guard let record = try store.record(named: name) else {
@@ -130,6 +132,7 @@ struct Snapshot: ParsableCommand {
     @Argument(help: "The snapshot's name.") var snapshot: String
 
     func run() throws {
+        try store.requireDetached(mapName(volume))
         try store.store().snapshot(mapName(volume), as: mapName(snapshot))
     }
 }
@@ -141,6 +144,7 @@ struct Grow: ParsableCommand {
     @Option(help: ArgumentHelp("The new size (not below the current one).", valueName: "BYTES")) var size: ByteCount
 
     func run() throws {
+        try store.requireDetached(mapName(volume))
         try store.store().grow(mapName(volume), toSizeBytes: size.bytes)
     }
 }
@@ -153,6 +157,7 @@ struct Remove: ParsableCommand {
     @Argument(help: "The map or volume.") var name: String
 
     func run() throws {
+        try store.requireDetached(mapName(name))
         try store.store().remove(mapName(name))
     }
 }
@@ -199,6 +204,7 @@ struct Hashmap: ParsableCommand {
     @Argument(help: "The map or volume.") var name: String
 
     func run() throws {
+        try store.requireDetached(mapName(name))
         print(try encodeJSON(HashmapJSON(try store.store().hashmap(of: mapName(name)))))
     }
 }

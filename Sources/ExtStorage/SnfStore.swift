@@ -180,6 +180,16 @@ struct StoreOptions: ParsableArguments {
     }
 
     func backend() throws -> PosixBackend { try PosixBackend(root: resolvedRoot) }
+
+    /// Fails at once (instead of waiting for its lock) when the node daemon serves `name`.
+    func requireDetached(_ name: MapName) throws {
+        let config = try config()
+        guard let answer = try ControlClient(config: config).sendIfRunning(["status"]),
+            case .ok(let lines) = answer,
+            lines.contains(where: { $0.split(separator: " ").first.map(String.init) == name.rawValue })
+        else { return }
+        throw StoreError(.busy, "\(name) is attached on this node (served by the node daemon); detach it first (`snf-store detach \(name)`)")
+    }
     func store() throws -> BlockStore { BlockStore(backend: try backend()) }
 }
 

@@ -70,6 +70,11 @@ struct ProviderTests {
         #expect(volumes.count == 1)
         #expect((volumes[0]["bytesRead"] as! Int) > 0)
         #expect(volumes[0]["open"] as? String == "exclusive")
+        // The admin CLI refuses to change an attached volume behind the daemon's back, at once.
+        for arguments in [["rm", vol], ["export", vol, "/dev/null"], ["snapshot", vol, "s2"], ["grow", vol, "--size", "1G"]] {
+            let refused = try node.cli.run(arguments + ["--run", node.run])
+            #expect(refused.status == 1 && refused.stderr.contains("attached"), "\(arguments): \(refused.stderr)")
+        }
 
         // detach tears everything down, and the idle daemon exits with its mount.
         try node.ok("detach", vol)
