@@ -87,7 +87,12 @@ enum SnfStoreMain {
             printError("snf-store: \(error.message)")
             return ExitStatus.badInput
         default:
-            printError("snf-store: \(error)")
+            // `--help` parses into a help command whose run throws the help request.
+            if SnfStore.exitCode(for: error) == .success {
+                print(SnfStore.fullMessage(for: error))
+                return 0
+            }
+            printError("snf-store: \(SnfStore.message(for: error))")
             return ExitStatus.failure
         }
     }

@@ -16,6 +16,24 @@ struct CLITests {
         #expect(try cli.run(["list"]).status == 0)
     }
 
+    @Test func helpPrintsUsageAndExitsZero() throws {
+        let cli = try CLI.withNewStore()
+        for arguments in [["--help"], ["list", "--help"], ["attach", "--help"]] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: CLI.binary)
+            process.arguments = arguments
+            let out = Pipe()
+            let err = Pipe()
+            process.standardOutput = out
+            process.standardError = err
+            try process.run()
+            let result = CLI.collect(process, out, err)
+            #expect(result.status == 0, "\(arguments): \(result.stderr)")
+            #expect(result.stdout.contains("USAGE:"), "\(arguments): \(result.stdout)")
+        }
+        _ = cli
+    }
+
     @Test func rootComesFromTheOptionThenTheEnvironment() throws {
         let cli = try CLI.withNewStore()
         let env = ["PATH": "/usr/bin:/bin", "SNF_STORE_ROOT": cli.root]
