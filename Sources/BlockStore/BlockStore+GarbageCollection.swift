@@ -38,6 +38,8 @@ extension BlockStore {
     public func collectGarbage(graceSeconds: Int64) throws -> GarbageReport {
         try backend.withLock(BlockStore.gcLock, exclusive: true) {
             var report = GarbageReport()
+            // Pending copies of removed volumes become ordinary private blocks (swept below).
+            try backend.settlePendingBlocks(volume: nil)
             // Mark.
             var liveMaps: Set<MapID> = []
             var liveVolumes: [VolumeID: UInt64] = [:]

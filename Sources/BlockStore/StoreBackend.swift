@@ -109,6 +109,19 @@ public protocol StoreBackend: Sendable {
 
     /// Removes scratch files of writers that died, older than `olderThanSeconds`. Returns how many.
     func purgeScratch(olderThanSeconds: Int64) throws -> Int
+
+    /// Settles the *pending* private blocks of `volume` (of every volume when nil): copies on
+    /// write that a data path made without waiting for the disk, under a name that says which
+    /// boot of the machine made them. One made since the machine booted survived whatever killed
+    /// its writer (it is in the page cache): it is synced and becomes an ordinary private block.
+    /// One from an earlier boot may have lost its content in a power failure; no flush ever
+    /// covered it, so it is removed and the block reads as before that copy-on-write. Backends
+    /// without pending blocks do nothing.
+    func settlePendingBlocks(volume: VolumeID?) throws
+}
+
+extension StoreBackend {
+    public func settlePendingBlocks(volume: VolumeID?) throws {}
 }
 
 extension StoreBackend {

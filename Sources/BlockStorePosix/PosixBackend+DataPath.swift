@@ -20,15 +20,28 @@ extension PosixBackend {
         return fd
     }
 
+    /// How ``createPrivateBlock(_:as:fill:)`` publishes the new block.
+    public enum NewBlock: Sendable {
+        /// Under its final name, fsynced first or not. Without the fsync a power failure may lose
+        /// the content even though the name survived: only for a block whose previous content was
+        /// all zeros, so that losing it reads as the old content.
+        case final(sync: Bool)
+        /// Under a pending name (see ``StoreBackend/settlePendingBlocks(volume:)``), not fsynced:
+        /// ``promotePendingBlock(_:)`` after an fdatasync makes it final.
+        case pending
+    }
+
     /// Creates the private block `key` (which must not exist): a scratch file that `fill` writes,
-    /// fsynced when `sync` is set, then linked into place. Returns a read-write descriptor of the
-    /// new block. The name is durable after the next ``flush()``.
-    ///
-    /// Without `sync` the content may be lost by a power failure even after the name survived;
-    /// the caller passes `sync: false` only when the block's previous content was all zeros, so
-    /// that losing it reads as the old content.
-    public func createPrivateBlock(_ key: String, sync: Bool, fill: (Int32) throws -> Void) throws -> Int32 {
-        let target = try path(.volumeBlock, key)
+    /// then linked into place as `how` says. Returns a read-write descriptor of the new block.
+    /// The name is durable after the next ``flush()``.
+    public func createPrivateBlock(_ key: String, as how: NewBlock, fill: (Int32) throws -> Void) throws -> Int32 {
+        let final = try path(.volumeBlock, key)
+        var target = final
+        var sync = false
+        switch how {
+        case .final(let s): sync = s
+        case .pending: target = final + PosixBackend.pendingSuffix
+        }
         let scratch = try scratchPath()
         let fd = Sys.open(scratch, O_RDWR | O_CREAT | O_EXCL, 0o600)
         guard fd >= 0 else { throw Sys.failure("create", scratch) }
@@ -54,6 +67,64 @@ extension PosixBackend {
             Sys.close(fd)
             throw error
         }
+    }
+
+    /// `.pending-<boot id>`: what marks a pending private block made during this boot.
+    static let pendingSuffix: String = ".pending-" + bootID
+
+    /// This boot of the machine (`/proc/sys/kernel/random/boot_id` without dashes).
+    static let bootID: String = {
+        let text = (try? readSmallFile("/proc/sys/kernel/random/boot_id")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let hex = text.filter { $0.isHexDigit }
+        return hex.isEmpty ? "unknown" : hex
+    }()
+
+    static func isPending(_ key: String) -> Bool { key.contains(".pending-") }
+
+    /// Makes the pending private block `key` final (the caller fdatasynced it). Durable after the
+    /// next ``flush()``. Already final: nothing to do.
+    public func promotePendingBlock(_ key: String) throws {
+        let final = try path(.volumeBlock, key)
+        if rename(final + PosixBackend.pendingSuffix, final) != 0 {
+            let code = errno
+            guard code == ENOENT, try Sys.statPath(final) != nil else { throw Sys.failure("rename", final + PosixBackend.pendingSuffix, code) }
+        }
+        markDirectoryDirty(String(final[..<final.lastIndex(of: "/")!]))
+    }
+
+    public func settlePendingBlocks(volume: VolumeID?) throws {
+        let volumes: [String]
+        if let volume {
+            volumes = [volume.hex]
+        } else {
+            volumes = (try Sys.listDirectory(root + "/volumes") ?? []).filter { $0.stat.isDirectory }.map(\.name)
+        }
+        var changed = false
+        for volume in volumes {
+            let directory = root + "/volumes/" + volume
+            for entry in try Sys.listDirectory(directory) ?? [] where PosixBackend.isPending(entry.name) {
+                let path = directory + "/" + entry.name
+                // `<epoch 16 hex>_<index 16 hex>.pending-<boot>`: the final name is the first 33 characters.
+                let finalName = String(entry.name.prefix(33))
+                let final = directory + "/" + finalName
+                if entry.name.hasSuffix(PosixBackend.pendingSuffix), try Sys.statPath(final) == nil {
+                    let fd = Sys.open(path, O_RDWR)
+                    guard fd >= 0 else {
+                        if errno == ENOENT { continue }  // promoted meanwhile
+                        throw Sys.failure("open", path)
+                    }
+                    defer { Sys.close(fd) }
+                    try Sys.fdatasync(fd, path: path)
+                    if rename(path, final) != 0 && errno != ENOENT { throw Sys.failure("rename", path) }
+                } else {
+                    // From an earlier boot (a power failure may have emptied it), or superseded.
+                    if unlink(path) != 0 && errno != ENOENT { throw Sys.failure("remove", path) }
+                }
+                markDirectoryDirty(directory)
+                changed = true
+            }
+        }
+        if changed { try flush() }
     }
 
     /// Reads until `buffer` is full or the file ends; returns the bytes read.

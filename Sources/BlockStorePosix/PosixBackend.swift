@@ -310,11 +310,11 @@ public final class PosixBackend: StoreBackend {
             if let slash = prefix.firstIndex(of: "/") {
                 let volume = String(prefix[..<slash])
                 guard VolumeID(hex: volume) != nil else { return [] }
-                return try infos(root + "/volumes/" + volume, keyPrefix: volume + "/")
+                return try infos(root + "/volumes/" + volume, keyPrefix: volume + "/").filter { !PosixBackend.isPending($0.key) }
             }
             return try (Sys.listDirectory(root + "/volumes") ?? []).flatMap { entry -> [ObjectInfo] in
                 guard entry.stat.isDirectory, VolumeID(hex: entry.name) != nil else { return [] }
-                return try infos(root + "/volumes/" + entry.name, keyPrefix: entry.name + "/")
+                return try infos(root + "/volumes/" + entry.name, keyPrefix: entry.name + "/").filter { !PosixBackend.isPending($0.key) }
             }
         }
     }

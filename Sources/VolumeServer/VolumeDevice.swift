@@ -19,9 +19,13 @@ import Musl
 /// every completed write survives the daemon being killed (it is in the kernel's page cache under
 /// its final name).
 ///
-/// Copy-on-write of a block with data fsyncs the copy before linking it, so a power loss can never
-/// leave the volume with a block whose untouched bytes lost the origin's content. A block that was
-/// all zeros needs no such care: losing its copy reads as the old zeros.
+/// Copy-on-write of a block with data does not wait for the disk either: the copy is linked under
+/// a *pending* name that carries the machine's boot id, and the next flush syncs it and gives it
+/// its final name. If the daemon is killed, the copy is still in the page cache and is made final
+/// when the volume is next opened; after a power failure (another boot id) it is removed, so the
+/// block reads as before the copy and no untouched byte of it can have lost the origin's content.
+/// A block that was all zeros needs no such care: its copy gets its final name at once, and losing
+/// its content reads as the old zeros.
 public final class VolumeDevice: VolumeIO {
     /// The attached name.
     public let name: MapName
@@ -45,6 +49,8 @@ public final class VolumeDevice: VolumeIO {
         var dirty: [UInt64: BlockFile] = [:]
         /// A private block was created since the last flush: its directory needs a sync.
         var created = false
+        /// Pending copies (keys by block index) that the next flush makes final.
+        var pending: [UInt64: String] = [:]
         var closed = false
     }
 
@@ -151,8 +157,14 @@ public final class VolumeDevice: VolumeIO {
             done += n
         }
         if fua {
-            for file in touched { try PosixBackend.dataSync(file.fd, what: file.what) }
-            if createdAny { try backend.flush() }
+            let anyPending = state.withLock { !$0.pending.isEmpty }
+            if anyPending {
+                // A pending copy must become final for the write to be durable: flush it all.
+                try flush()
+            } else {
+                for file in touched { try PosixBackend.dataSync(file.fd, what: file.what) }
+                if createdAny { try backend.flush() }
+            }
         }
         bytesWritten.wrappingAdd(UInt64(bytes.count), ordering: .relaxed)
     }
@@ -179,18 +191,19 @@ public final class VolumeDevice: VolumeIO {
             let fd: Int32
             if old == .zero {
                 // Nothing to preserve: a lost copy reads as the old zeros.
-                fd = try backend.createPrivateBlock(key, sync: false) { fd in
+                fd = try backend.createPrivateBlock(key, as: .final(sync: false)) { fd in
                     try PosixBackend.writeAll(fd, piece, at: low, what: what)
                 }
             } else {
                 let source = try s.files[index] ?? fileForCopy(old, index: index)
                 let whole = low == 0 && piece.count == BlockStore.blockSizeBytes
-                fd = try backend.createPrivateBlock(key, sync: true) { fd in
+                fd = try backend.createPrivateBlock(key, as: .pending) { fd in
                     if !whole {
                         try copyBlock(from: source, to: fd, what: what)
                     }
                     try PosixBackend.writeAll(fd, piece, at: low, what: what)
                 }
+                s.pending[index] = key
             }
             let file = BlockFile(fd: fd, writable: true, what: what)
             s.session.markWritten(index)
@@ -247,23 +260,31 @@ public final class VolumeDevice: VolumeIO {
     // MARK: Flush, snapshot, grow
 
     public func flush() throws {
-        let (files, created) = state.withLock { s -> ([UInt64: BlockFile], Bool) in
-            let out = (s.dirty, s.created)
+        let (files, created, pending) = state.withLock { s -> ([UInt64: BlockFile], Bool, [UInt64: String]) in
+            let out = (s.dirty, s.created, s.pending)
             s.dirty = [:]
             s.created = false
+            s.pending = [:]
             return out
         }
         do {
-            for file in files.values { try PosixBackend.dataSync(file.fd, what: file.what) }
-            if created { try backend.flush() }
+            try sync(files: files, created: created, pending: pending)
         } catch {
             // Keep them dirty: the next flush tries again.
             state.withLock { s in
                 s.dirty.merge(files) { newer, _ in newer }
+                s.pending.merge(pending) { newer, _ in newer }
                 s.created = s.created || created
             }
             throw error
         }
+    }
+
+    /// fdatasync of every dirty block, pending copies made final, directories synced.
+    private func sync(files: [UInt64: BlockFile], created: Bool, pending: [UInt64: String]) throws {
+        for file in files.values { try PosixBackend.dataSync(file.fd, what: file.what) }
+        for key in pending.values { try backend.promotePendingBlock(key) }
+        if created || !pending.isEmpty { try backend.flush() }
     }
 
     /// Flushes, then freezes the volume into the read-only map `snapshotName` (see
@@ -272,10 +293,10 @@ public final class VolumeDevice: VolumeIO {
     public func snapshot(as snapshotName: MapName) throws -> MapRecord {
         try state.withLock { s in
             try requireOpen(s)
-            for file in s.dirty.values { try PosixBackend.dataSync(file.fd, what: file.what) }
-            if s.created || !s.dirty.isEmpty { try backend.flush() }
+            try sync(files: s.dirty, created: s.created, pending: s.pending)
             s.dirty = [:]
             s.created = false
+            s.pending = [:]
             let snapshot = try s.session.snapshot(as: snapshotName)
             // Every private block is frozen now: reopen lazily with the new resolution.
             s.files = [:]
@@ -302,6 +323,17 @@ public final class VolumeDevice: VolumeIO {
         state.withLock { s in
             s.closed = true
             s.files = [:]
+            s.session.close()
+        }
+    }
+
+    /// Releases the volume without flushing, as a killed daemon would (for tests).
+    func abandon() {
+        state.withLock { s in
+            s.closed = true
+            s.files = [:]
+            s.dirty = [:]
+            s.pending = [:]
             s.session.close()
         }
     }

@@ -145,7 +145,9 @@ struct ProviderTests {
     @Test func killedDaemonRestartsWithoutLosingAcknowledgedWrites() throws {
         let node = try Node()
         defer { node.cleanUp() }
-        try node.ok("create", "vol", ["VOL_SIZE": "32"])
+        // A clone, so that the writes copy blocks with data (pending copies until a flush).
+        try node.cli.ok(["import", "img", try node.cli.file(randomData(12 * mebibyte, seed: 5))])
+        try node.ok("create", "vol", ["VOL_SIZE": "32", "EXTP_ORIGIN": "img"])
         let lines = try node.ok("attach", "vol").stdout.split(separator: "\n").map(String.init)
         let socket = String(lines[1].dropFirst("kvm:nbd:unix:".count))
         // Acknowledged writes, no flush: they must survive the daemon being killed.
