@@ -13,9 +13,11 @@ import Musl
 /// migration, `qemu-img`), each served by its own thread; flush is device-wide, so the server
 /// advertises `NBD_FLAG_CAN_MULTI_CONN`.
 ///
-/// Each connection reads every request that has already arrived, answers them in order, and sends
-/// all the replies in one write before it waits for more: a deep queue (qemu keeps up to 16
-/// requests in flight per disk) costs about one system call per request for the data itself.
+/// Each connection reads every request that has already arrived and answers reads and flushes in
+/// order, sending all their replies in one write before it waits for more: a deep queue (qemu
+/// keeps up to 16 requests in flight per disk) costs about one system call per request for the
+/// data itself. Writes go to a few worker threads per connection, so that several writes that
+/// wait for the disk (they bypass the page cache) are in flight at once, as with a raw file.
 /// Protocol reference: https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md
 public final class NBDServer: Sendable {
     /// The socket clients connect to (`nbd:unix:<path>` for qemu).
@@ -139,8 +141,32 @@ enum NBD {
 
 // MARK: - One connection
 
-/// A client connection: buffered input, batched output.
-private final class Connection {
+/// A write waiting for a worker.
+private struct WriteJob {
+    var cookie: UInt64
+    var offset: UInt64
+    /// The data (4 KiB-aligned, owned by the job), or nil for WRITE_ZEROES of `count` bytes.
+    var data: UnsafeMutableRawBufferPointer?
+    var count: Int
+    var fua: Bool
+}
+
+private struct WriteQueue {
+    var jobs: [WriteJob] = []
+    var inFlight = 0
+    var closing = false
+}
+
+/// A client connection: buffered input, batched output, writes on worker threads.
+///
+/// `@unchecked Sendable`: the input and output buffers belong to the connection's own thread;
+/// the worker threads touch only `writes` (a condition lock), the device (thread-safe) and the
+/// socket's sending side, which `sending` serializes with the connection thread's sends.
+private final class Connection: @unchecked Sendable {
+    static let writeWorkers = 4
+    let writes = ConditionLock(WriteQueue())
+    let sending = Mutex<Void>(())
+    var workers: [JoinableThread] = []
     let fd: Int32
     let server: NBDServer
     var input: UnsafeMutableRawBufferPointer
@@ -170,6 +196,59 @@ private final class Connection {
             try transmission()
         } catch {
             _ = flushOutput()
+        }
+        writes.withLock { $0.closing = true }
+        for worker in workers { worker.join() }
+        for job in writes.withLock({ $0.jobs }) { job.data?.deallocate() }
+    }
+
+    // MARK: Writes on workers
+
+    func enqueue(_ job: WriteJob) {
+        if workers.isEmpty {
+            for _ in 0..<Connection.writeWorkers {
+                workers.append(JoinableThread.start { [self] in work() })
+            }
+        }
+        writes.withLock { q in
+            q.jobs.append(job)
+            q.inFlight += 1
+        }
+    }
+
+    /// Waits until every queued write has been answered.
+    func drainWrites() {
+        writes.withLock(when: { $0.inFlight == 0 }) { _ in }
+    }
+
+    private func work() {
+        let device = server.device
+        while true {
+            let next: WriteJob? = writes.withLock(when: { !$0.jobs.isEmpty || $0.closing }) { q in
+                q.jobs.isEmpty ? nil : q.jobs.removeFirst()
+            }
+            guard let job = next else { return }
+            var code: UInt32 = 0
+            do {
+                if let data = job.data {
+                    try device.write(at: job.offset, from: UnsafeRawBufferPointer(data), fua: job.fua)
+                } else {
+                    try writeZeroes(at: job.offset, count: job.count, fua: job.fua)
+                }
+            } catch {
+                code = NBDServer.errorNumber(error, reading: false)
+            }
+            job.data?.deallocate()
+            var reply = [UInt8](repeating: 0, count: 16)
+            reply.withUnsafeMutableBytes { raw in
+                raw.baseAddress!.storeBE(NBD.simpleReplyMagic, at: 0)
+                raw.baseAddress!.storeBE(code, at: 4)
+                raw.baseAddress!.storeBE(job.cookie, at: 8)
+            }
+            sending.withLock { _ in
+                _ = reply.withUnsafeBytes { UnixSocket.sendAll(fd, $0) }
+            }
+            writes.withLock { $0.inFlight -= 1 }
         }
     }
 
@@ -226,7 +305,7 @@ private final class Connection {
 
     func flushOutput() -> Bool {
         guard outEnd > 0 else { return true }
-        let ok = UnixSocket.sendAll(fd, UnsafeRawBufferPointer(rebasing: output[0..<outEnd]))
+        let ok = sending.withLock { _ in UnixSocket.sendAll(fd, UnsafeRawBufferPointer(rebasing: output[0..<outEnd])) }
         outEnd = 0
         return ok
     }
@@ -368,29 +447,42 @@ private final class Connection {
             case NBD.cmdWrite:
                 guard length <= NBDServer.maxRequestBytes else { throw Closed() }
                 try need(length)
-                let data = UnsafeRawBufferPointer(start: input.baseAddress! + inStart, count: length)
-                inStart += length
-                var code: UInt32 = 0
                 if server.readOnly {
-                    code = NBD.EPERM
-                } else {
-                    do { try device.write(at: offset, from: data, fua: flags & NBD.cmdFlagFUA != 0) } catch { code = NBDServer.errorNumber(error, reading: false) }
+                    inStart += length
+                    try reply(cookie, NBD.EPERM)
+                    continue
                 }
-                try reply(cookie, code)
+                let fua = flags & NBD.cmdFlagFUA != 0
+                if inEnd - inStart - length < 28 && writes.withLock({ $0.inFlight == 0 }) {
+                    // Nothing else to do meanwhile (queue depth 1): write here, without a thread hop.
+                    let data = UnsafeRawBufferPointer(start: input.baseAddress! + inStart, count: length)
+                    inStart += length
+                    var code: UInt32 = 0
+                    do { try device.write(at: offset, from: data, fua: fua) } catch { code = NBDServer.errorNumber(error, reading: false) }
+                    try reply(cookie, code)
+                    continue
+                }
+                let data = UnsafeMutableRawBufferPointer.allocate(byteCount: max(length, 1), alignment: 4096)
+                data.baseAddress!.copyMemory(from: input.baseAddress! + inStart, byteCount: length)
+                inStart += length
+                enqueue(WriteJob(
+                    cookie: cookie, offset: offset, data: UnsafeMutableRawBufferPointer(rebasing: data[0..<length]),
+                    count: length, fua: flags & NBD.cmdFlagFUA != 0))
             case NBD.cmdFlush:
+                // Covers every write answered before it (and the ones still in flight).
+                drainWrites()
                 var code: UInt32 = 0
                 do { try device.flush() } catch { code = NBDServer.errorNumber(error, reading: false) }
                 try reply(cookie, code)
             case NBD.cmdWriteZeroes:
-                var code: UInt32 = 0
                 if server.readOnly {
-                    code = NBD.EPERM
+                    try reply(cookie, NBD.EPERM)
                 } else {
-                    do { try writeZeroes(at: offset, count: length, fua: flags & NBD.cmdFlagFUA != 0) } catch { code = NBDServer.errorNumber(error, reading: false) }
+                    enqueue(WriteJob(cookie: cookie, offset: offset, data: nil, count: length, fua: flags & NBD.cmdFlagFUA != 0))
                 }
-                try reply(cookie, code)
             case NBD.cmdDisconnect:
                 _ = flushOutput()
+                drainWrites()
                 try? device.flush()
                 throw Closed()
             default:
