@@ -373,10 +373,12 @@ public final class VolumeDevice: VolumeIO {
 
 /// An open block file; closed when the last user lets go.
 ///
-/// A writable block also has a second descriptor opened with `O_DIRECT`, for writes aligned to
-/// 4 KiB: they go to the disk without filling the page cache, whose large folios make small
-/// buffered writes cost time in proportion to the folio, and on a VM whose memory is backed
-/// lazily, make every new page expensive. (The kernel keeps the two views coherent.)
+/// A writable block also has a second descriptor opened with `O_DIRECT`, for large writes aligned
+/// to 4 KiB (and whole-block copies on write): they go to the disk without filling the page cache
+/// with large folios, which make later small buffered writes cost time in proportion to the folio
+/// (and, on a VM whose memory is backed lazily, make every new page expensive). Small writes go
+/// through the page cache and complete without waiting for the disk. The kernel keeps the two
+/// views coherent.
 final class BlockFile: Sendable {
     let fd: Int32
     let directFD: Int32
@@ -396,8 +398,9 @@ final class BlockFile: Sendable {
         Glibc.open("/proc/self/fd/\(fd)", O_RDWR | directFlag | O_CLOEXEC)
     }
 
-    /// Aligned writes up to this size go around the page cache.
-    static let largestDirectWrite = 32 * 1024 * 1024
+    /// Aligned writes of at least this size go around the page cache; smaller ones complete in
+    /// the page cache (small folios) without waiting for the disk, until the next flush.
+    static let smallestDirectWrite = 64 * 1024
 
     /// O_DIRECT (Glibc hides it without _GNU_SOURCE).
     #if arch(arm64)
@@ -406,10 +409,10 @@ final class BlockFile: Sendable {
     static let directFlag: Int32 = 0o40000
     #endif
 
-    /// Writes `bytes` at `offset`: directly when both are 4 KiB-aligned, else through the page cache.
+    /// Writes `bytes` at `offset`: directly when large and 4 KiB-aligned, else through the page cache.
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
-        guard directFD >= 0, offset % 4096 == 0, bytes.count % 4096 == 0, bytes.count > 0,
-            bytes.count <= BlockFile.largestDirectWrite
+        guard directFD >= 0, offset % 4096 == 0, bytes.count % 4096 == 0,
+            bytes.count >= BlockFile.smallestDirectWrite
         else {
             try PosixBackend.writeAll(fd, bytes, at: offset, what: what)
             return
