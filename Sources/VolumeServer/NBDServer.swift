@@ -16,8 +16,9 @@ import Musl
 /// Each connection reads every request that has already arrived and answers reads and flushes in
 /// order, sending all their replies in one write before it waits for more: a deep queue (qemu
 /// keeps up to 16 requests in flight per disk) costs about one system call per request for the
-/// data itself. Writes go to a few worker threads per connection, so that several writes that
-/// wait for the disk (they bypass the page cache) are in flight at once, as with a raw file.
+/// data itself. Writes go to a few worker threads per connection (so that several are in flight
+/// at once, as with a raw file), except at queue depth 1, where the thread hop would only add
+/// latency.
 /// Protocol reference: https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md
 public final class NBDServer: Sendable {
     /// The socket clients connect to (`nbd:unix:<path>` for qemu).
