@@ -38,8 +38,6 @@ extension BlockStore {
     public func collectGarbage(graceSeconds: Int64) throws -> GarbageReport {
         try backend.withLock(BlockStore.gcLock, exclusive: true) {
             var report = GarbageReport()
-            // Pending copies of removed volumes become ordinary private blocks (swept below).
-            try backend.settlePendingBlocks(volume: nil)
             // Mark.
             var liveMaps: Set<MapID> = []
             var liveVolumes: [VolumeID: UInt64] = [:]
@@ -53,6 +51,8 @@ extension BlockStore {
                 if let map = record.map { liveMaps.insert(map) }
                 if let volume = record.volume { liveVolumes[volume] = record.epoch }
             }
+            // Unflushed copies of removed volumes: nothing can read them any more.
+            try backend.discardPendingBlocks(keeping: Set(liveVolumes.keys))
             var liveBlocks: Set<BlockID> = []
             var livePrivate: Set<VolumeBlockID> = []
             for map in liveMaps {

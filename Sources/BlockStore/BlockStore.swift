@@ -196,7 +196,7 @@ public final class BlockStore: Sendable {
         let base = try record.map.map { try loadBody($0, of: record.name).entries } ?? []
         var written: Set<UInt64> = []
         if record.kind == .readWrite, let volume = record.volume {
-            try backend.settlePendingBlocks(volume: volume)
+            try backend.settlePendingBlocks(volume: volume, epoch: record.epoch, base: base)
             for info in try backend.list(.volumeBlock, prefix: volume.hex + "/") {
                 guard let id = VolumeBlockID(key: info.key) else { continue }
                 if id.epoch == record.epoch && id.index < record.blockCount { written.insert(id.index) }

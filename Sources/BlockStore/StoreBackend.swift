@@ -110,18 +110,24 @@ public protocol StoreBackend: Sendable {
     /// Removes scratch files of writers that died, older than `olderThanSeconds`. Returns how many.
     func purgeScratch(olderThanSeconds: Int64) throws -> Int
 
-    /// Settles the *pending* private blocks of `volume` (of every volume when nil): copies on
-    /// write that a data path made without waiting for the disk, under a name that says which
-    /// boot of the machine made them. One made since the machine booted survived whatever killed
-    /// its writer (it is in the page cache): it is synced and becomes an ordinary private block.
-    /// One from an earlier boot may have lost its content in a power failure; no flush ever
-    /// covered it, so it is removed and the block reads as before that copy-on-write. Backends
+    /// Settles the *pending* and *partial* private blocks of `volume`: copies on write that a data
+    /// path made without waiting for the disk, under names that say which boot of the machine
+    /// made them (a partial one also says which 64 KiB granules it holds; the others are still the
+    /// origin's). One made since the machine booted, in the volume's current `epoch`, survived
+    /// whatever killed its writer (it is in the page cache): a partial one is completed from
+    /// `base` (the volume's base entries), and it is synced and becomes an ordinary private block.
+    /// One from an earlier boot may have lost its content in a power failure, and no flush ever
+    /// covered it: it is removed, so the block reads as before that copy-on-write. Backends
     /// without pending blocks do nothing.
-    func settlePendingBlocks(volume: VolumeID?) throws
+    func settlePendingBlocks(volume: VolumeID, epoch: UInt64, base: [MapEntry]) throws
+
+    /// Removes the pending and partial blocks of every volume not in `live` (garbage collection).
+    func discardPendingBlocks(keeping live: Set<VolumeID>) throws
 }
 
 extension StoreBackend {
-    public func settlePendingBlocks(volume: VolumeID?) throws {}
+    public func settlePendingBlocks(volume: VolumeID, epoch: UInt64, base: [MapEntry]) throws {}
+    public func discardPendingBlocks(keeping live: Set<VolumeID>) throws {}
 }
 
 extension StoreBackend {

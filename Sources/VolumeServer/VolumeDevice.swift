@@ -51,7 +51,32 @@ public final class VolumeDevice: VolumeIO {
         var created = false
         /// Pending copies (keys by block index) that the next flush makes final.
         var pending: [UInt64: String] = [:]
+        /// Partial copies: blocks with data that were first written in part (see ``PartialBlock``).
+        var partial: [UInt64: PartialBlock] = [:]
         var closed = false
+    }
+
+    /// A copy-on-write in progress: the private block holds only the 64 KiB granules the guest
+    /// wrote (`covered`); the others are still read from `source`. Writes that cover the whole
+    /// block in pieces (a sequential write) never copy the origin; the next flush copies what is
+    /// left. Its name records `covered`, updated after the data is written, so a daemon killed
+    /// meanwhile leaves a block that opening the volume completes correctly.
+    struct PartialBlock {
+        let file: BlockFile
+        let source: BlockFile
+        let key: String
+        var covered: UInt64
+    }
+
+    static let granule = PosixBackend.granuleBytes
+
+    /// Bits of the granules that `[low, low + count)` touches.
+    static func granules(_ low: UInt64, _ count: Int) -> (first: Int, last: Int, mask: UInt64) {
+        let first = Int(low) / granule
+        let last = (Int(low) + count - 1) / granule
+        let width = last - first + 1
+        let mask = width == 64 ? UInt64.max : ((UInt64(1) << UInt64(width)) - 1) << UInt64(first)
+        return (first, last, mask)
     }
 
     /// Opens `name` in `store` (whose backend must be `backend`) for exclusive use.
@@ -85,6 +110,10 @@ public final class VolumeDevice: VolumeIO {
             let low = position - index * blockSize
             let n = min(buffer.count - done, Int(blockSize - low))
             let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)])
+            if try readPartial(index, low: low, into: piece) {
+                done += n
+                continue
+            }
             if let file = try fileForReading(index) {
                 let got = try PosixBackend.readFully(file.fd, into: piece, at: low, what: file.what)
                 if got < n { memset(piece.baseAddress! + got, 0, n - got) }
@@ -94,6 +123,27 @@ public final class VolumeDevice: VolumeIO {
             done += n
         }
         bytesRead.wrappingAdd(UInt64(buffer.count), ordering: .relaxed)
+    }
+
+    /// Reads from a partial block (covered granules from the copy, the rest from the origin);
+    /// false when block `index` is not partial.
+    private func readPartial(_ index: UInt64, low: UInt64, into piece: UnsafeMutableRawBufferPointer) throws -> Bool {
+        try state.withLock { s in
+            try requireOpen(s)
+            guard let partial = s.partial[index] else { return false }
+            var done = 0
+            while done < piece.count {
+                let at = low + UInt64(done)
+                let g = Int(at) / VolumeDevice.granule
+                let n = min(piece.count - done, (g + 1) * VolumeDevice.granule - Int(at))
+                let part = UnsafeMutableRawBufferPointer(rebasing: piece[done..<(done + n)])
+                let file = partial.covered & (UInt64(1) << UInt64(g)) != 0 ? partial.file : partial.source
+                let got = try PosixBackend.readFully(file.fd, into: part, at: at, what: file.what)
+                if got < n { memset(part.baseAddress! + got, 0, n - got) }
+                done += n
+            }
+            return true
+        }
     }
 
     /// The open file block `index` reads from, or nil for a zero block.
@@ -157,7 +207,7 @@ public final class VolumeDevice: VolumeIO {
             done += n
         }
         if fua {
-            let anyPending = state.withLock { !$0.pending.isEmpty }
+            let anyPending = state.withLock { !$0.pending.isEmpty || !$0.partial.isEmpty }
             if anyPending {
                 // A pending copy must become final for the write to be durable: flush it all.
                 try flush()
@@ -186,9 +236,36 @@ public final class VolumeDevice: VolumeIO {
                 s.dirty[index] = file
                 return (file, false)
             }
+            if var partial = s.partial[index] {
+                try writePartial(&partial, low: low, piece: piece)
+                if partial.covered == UInt64.max {
+                    try complete(partial, at: index, in: &s)
+                } else {
+                    s.partial[index] = partial
+                }
+                return (partial.file, true)
+            }
             let key = s.session.privateBlock(at: index).key
             let what = "private block \(key) of \(name)"
             let fd: Int32
+            if old != .zero && !(low == 0 && piece.count == BlockStore.blockSizeBytes) {
+                // A block with data, written in part: a partial copy holding just the granules written.
+                let source = try s.files[index] ?? fileForCopy(old, index: index)
+                let touched = VolumeDevice.granules(low, piece.count)
+                let fd = try backend.createPrivateBlock(key, as: .partial(covered: touched.mask)) { fd in
+                    let scratch = BlockFile(fd: dup(fd), writable: true, what: what)
+                    try copyEdges(of: touched, low: low, count: piece.count, from: source, to: scratch, covered: 0)
+                    try scratch.write(piece, at: low)
+                }
+                let partial = PartialBlock(file: BlockFile(fd: fd, writable: true, what: what), source: source, key: key, covered: touched.mask)
+                s.created = true
+                if partial.covered == UInt64.max {
+                    try complete(partial, at: index, in: &s)
+                } else {
+                    s.partial[index] = partial
+                }
+                return (partial.file, true)
+            }
             if old == .zero {
                 // Nothing to preserve: a lost copy reads as the old zeros.
                 fd = try backend.createPrivateBlock(key, as: .final(sync: false)) { fd in
@@ -209,6 +286,65 @@ public final class VolumeDevice: VolumeIO {
             s.created = true
             return (file, true)
         }
+    }
+
+    /// Writes `piece` into a partial block: first copies from the origin the granules at its edges
+    /// that it covers only in part, then writes, then records the granules (in that order, so a
+    /// recorded granule always holds the block's data).
+    private func writePartial(_ partial: inout PartialBlock, low: UInt64, piece: UnsafeRawBufferPointer) throws {
+        let touched = VolumeDevice.granules(low, piece.count)
+        try copyEdges(of: touched, low: low, count: piece.count, from: partial.source, to: partial.file, covered: partial.covered)
+        try partial.file.write(piece, at: low)
+        let covered = partial.covered | touched.mask
+        if covered != partial.covered {
+            try backend.updatePartialBlock(partial.key, from: partial.covered, to: covered)
+            partial.covered = covered
+        }
+    }
+
+    /// Copies from `source` the first and last granules of `touched` when the write covers them
+    /// only in part and they are not yet `covered`.
+    private func copyEdges(
+        of touched: (first: Int, last: Int, mask: UInt64), low: UInt64, count: Int, from source: BlockFile, to file: BlockFile,
+        covered: UInt64
+    ) throws {
+        let granule = VolumeDevice.granule
+        let end = Int(low) + count
+        for g in Set([touched.first, touched.last]) where covered & (UInt64(1) << UInt64(g)) == 0 {
+            let start = g * granule
+            guard Int(low) > start || end < start + granule else { continue }
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: granule, alignment: 4096)
+            defer { buffer.deallocate() }
+            let got = try PosixBackend.readFully(source.fd, into: buffer, at: UInt64(start), what: source.what)
+            if got < granule { memset(buffer.baseAddress! + got, 0, granule - got) }
+            try file.write(UnsafeRawBufferPointer(buffer), at: UInt64(start))
+        }
+    }
+
+    /// Turns a partial block that holds every granule into a pending one.
+    private func complete(_ partial: PartialBlock, at index: UInt64, in s: inout State) throws {
+        try backend.completePartialBlock(partial.key, covered: partial.covered)
+        s.partial[index] = nil
+        s.pending[index] = partial.key
+        s.session.markWritten(index)
+        remember(partial.file, at: index, in: &s)
+        s.dirty[index] = partial.file
+        s.created = true
+    }
+
+    /// Copies the rest of every partial block from its origin and makes it pending.
+    private func completeAllPartials(_ s: inout State) throws {
+        for (index, var partial) in s.partial.sorted(by: { $0.key < $1.key }) {
+            try backend.fillGranules(partial.file.fd, path: partial.file.what, except: partial.covered, from: try originEntry(of: partial, index: index, in: s))
+            try backend.updatePartialBlock(partial.key, from: partial.covered, to: UInt64.max)
+            partial.covered = UInt64.max
+            try complete(partial, at: index, in: &s)
+        }
+    }
+
+    /// The entry a partial block was copied from (the block still resolves to it).
+    private func originEntry(of partial: PartialBlock, index: UInt64, in s: State) throws -> MapEntry {
+        s.session.entry(at: index)
     }
 
     private func fileForCopy(_ entry: MapEntry, index: UInt64) throws -> BlockFile {
@@ -270,7 +406,8 @@ public final class VolumeDevice: VolumeIO {
     // MARK: Flush, snapshot, grow
 
     public func flush() throws {
-        let (files, created, pending) = state.withLock { s -> ([UInt64: BlockFile], Bool, [UInt64: String]) in
+        let (files, created, pending) = try state.withLock { s -> ([UInt64: BlockFile], Bool, [UInt64: String]) in
+            try completeAllPartials(&s)
             let out = (s.dirty, s.created, s.pending)
             s.dirty = [:]
             s.created = false
@@ -303,6 +440,7 @@ public final class VolumeDevice: VolumeIO {
     public func snapshot(as snapshotName: MapName) throws -> MapRecord {
         try state.withLock { s in
             try requireOpen(s)
+            try completeAllPartials(&s)
             try sync(files: s.dirty, created: s.created, pending: s.pending)
             s.dirty = [:]
             s.created = false
@@ -344,6 +482,7 @@ public final class VolumeDevice: VolumeIO {
             s.files = [:]
             s.dirty = [:]
             s.pending = [:]
+            s.partial = [:]
             s.session.close()
         }
     }
