@@ -286,6 +286,30 @@ private final class Connection: @unchecked Sendable {
         }
     }
 
+    /// Fills `data` with the next bytes of input: what is buffered, then straight from the socket
+    /// (sending pending replies before it waits).
+    func receivePayload(into data: UnsafeMutableRawBufferPointer) throws {
+        let buffered = min(inEnd - inStart, data.count)
+        if buffered > 0 {
+            data.baseAddress!.copyMemory(from: input.baseAddress! + inStart, byteCount: buffered)
+            inStart += buffered
+        }
+        var done = buffered
+        while done < data.count {
+            var n = recv(fd, data.baseAddress! + done, data.count - done, Int32(MSG_DONTWAIT))
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                guard flushOutput() else { throw Closed() }
+                n = recv(fd, data.baseAddress! + done, data.count - done, 0)
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Closed()
+            }
+            if n == 0 { throw Closed() }
+            done += n
+        }
+    }
+
     /// Reserves `count` bytes of output and returns where they start.
     func reserve(_ count: Int) throws -> UnsafeMutableRawPointer {
         if outEnd + count > output.count {
@@ -447,6 +471,18 @@ private final class Connection: @unchecked Sendable {
                 if code != 0 { outEnd -= length }  // no payload after an error
             case NBD.cmdWrite:
                 guard length <= NBDServer.maxRequestBytes else { throw Closed() }
+                if length >= 64 * 1024 && !server.readOnly && inEnd - inStart < length {
+                    // A large payload still arriving: receive it straight into its own buffer.
+                    let data = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 4096)
+                    do {
+                        try receivePayload(into: data)
+                    } catch {
+                        data.deallocate()
+                        throw error
+                    }
+                    enqueue(WriteJob(cookie: cookie, offset: offset, data: data, count: length, fua: flags & NBD.cmdFlagFUA != 0))
+                    continue
+                }
                 try need(length)
                 if server.readOnly {
                     inStart += length
