@@ -94,7 +94,7 @@ public final class BlockStore: Sendable {
         return try body()
     }
 
-    static func monotonicNanoseconds() -> Int64 {
+    package static func monotonicNanoseconds() -> Int64 {
         var t = timespec()
         clock_gettime(CLOCK_MONOTONIC, &t)
         return Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_nsec)

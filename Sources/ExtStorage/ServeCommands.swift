@@ -93,10 +93,5 @@ struct Serve: ParsableCommand {
 
 /// The payload of a reply, or its error as a ``StoreError``.
 func reply(_ reply: ControlClient.Reply) throws -> [String] {
-    switch reply {
-    case .ok(let lines): return lines
-    case .error(let code, let message):
-        let bad = ["invalidName", "invalidArgument", "notFound", "alreadyExists", "wrongKind", "outOfRange"].contains(code)
-        throw StoreError(bad ? .invalidArgument : code == "busy" ? .busy : .io, message)
-    }
+    try reply.payload()
 }

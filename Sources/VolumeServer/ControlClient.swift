@@ -1,3 +1,5 @@
+import BlockStore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -24,6 +26,17 @@ public struct ControlClient: Sendable {
     public enum Reply: Sendable, Equatable {
         case ok([String])
         case error(code: String, message: String)
+
+        /// The payload; the daemon's error as a ``StoreError`` with its code's category (bad input,
+        /// busy, or any other failure).
+        public func payload() throws -> [String] {
+            switch self {
+            case .ok(let lines): return lines
+            case .error(let code, let message):
+                let badInput = ["invalidName", "invalidArgument", "notFound", "alreadyExists", "wrongKind", "outOfRange"].contains(code)
+                throw StoreError(badInput ? .invalidArgument : code == "busy" ? .busy : .io, message)
+            }
+        }
     }
 
     /// Sends `words` to a running daemon; nil when none is running.

@@ -357,11 +357,7 @@ func listDirectory(_ path: String) throws -> [String] {
     return names.sorted()
 }
 
-func monotonicSeconds() -> Int64 {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return Int64(t.tv_sec)
-}
+func monotonicSeconds() -> Int64 { BlockStore.monotonicNanoseconds() / 1_000_000_000 }
 
 extension LoopDevice {
     /// Every loop device whose backing file lies under `directory` (such as the FUSE mount of a

@@ -95,12 +95,7 @@ public struct ExtStorageProvider {
     }
 
     func expect(_ reply: ControlClient.Reply) throws -> [String] {
-        switch reply {
-        case .ok(let lines): return lines
-        case .error(let code, let message):
-            let badInput = ["invalidName", "invalidArgument", "notFound", "alreadyExists", "wrongKind", "outOfRange"].contains(code)
-            throw ProviderError(message, status: badInput ? 2 : 1)
-        }
+        try reply.payload()
     }
 
     // MARK: Verbs

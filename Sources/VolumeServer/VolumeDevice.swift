@@ -98,29 +98,36 @@ public final class VolumeDevice: VolumeIO {
     /// The volume's record as of now.
     public var record: MapRecord { state.withLock { $0.session.record } }
 
+    /// Calls `body` for each block that `[offset, offset + count)` touches, with the block's index,
+    /// the offset inside the block, and the range of the request it covers.
+    private static func forEachBlock(
+        offset: UInt64, count: Int, _ body: (_ index: UInt64, _ low: UInt64, _ range: Range<Int>) throws -> Void
+    ) rethrows {
+        let blockSize = UInt64(BlockStore.blockSizeBytes)
+        var done = 0
+        while done < count {
+            let position = offset + UInt64(done)
+            let index = position / blockSize
+            let low = position - index * blockSize
+            let n = min(count - done, Int(blockSize - low))
+            try body(index, low, done..<(done + n))
+            done += n
+        }
+    }
+
     // MARK: Reads
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         try check(offset: offset, count: buffer.count)
-        var done = 0
-        let blockSize = UInt64(BlockStore.blockSizeBytes)
-        while done < buffer.count {
-            let position = offset + UInt64(done)
-            let index = position / blockSize
-            let low = position - index * blockSize
-            let n = min(buffer.count - done, Int(blockSize - low))
-            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)])
-            if try readPartial(index, low: low, into: piece) {
-                done += n
-                continue
-            }
+        try VolumeDevice.forEachBlock(offset: offset, count: buffer.count) { index, low, range in
+            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[range])
+            if try readPartial(index, low: low, into: piece) { return }
             if let file = try fileForReading(index) {
                 let got = try PosixBackend.readFully(file.fd, into: piece, at: low, what: file.what)
-                if got < n { memset(piece.baseAddress! + got, 0, n - got) }
+                if got < piece.count { memset(piece.baseAddress! + got, 0, piece.count - got) }
             } else {
-                memset(piece.baseAddress!, 0, n)
+                memset(piece.baseAddress!, 0, piece.count)
             }
-            done += n
         }
         bytesRead.wrappingAdd(UInt64(buffer.count), ordering: .relaxed)
     }
@@ -188,23 +195,16 @@ public final class VolumeDevice: VolumeIO {
             throw StoreError(.wrongKind, "\(name) is a read-only map (an image or snapshot); it cannot be written")
         }
         try check(offset: offset, count: bytes.count)
-        var done = 0
-        let blockSize = UInt64(BlockStore.blockSizeBytes)
         var touched: [BlockFile] = []
         var createdAny = false
-        while done < bytes.count {
-            let position = offset + UInt64(done)
-            let index = position / blockSize
-            let low = position - index * blockSize
-            let n = min(bytes.count - done, Int(blockSize - low))
-            let piece = UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)])
+        try VolumeDevice.forEachBlock(offset: offset, count: bytes.count) { index, low, range in
+            let piece = UnsafeRawBufferPointer(rebasing: bytes[range])
             let (file, created) = try fileForWriting(index, low: low, piece: piece)
             if !created {
                 try file.write(piece, at: low)
             }
             createdAny = createdAny || created
             if fua { touched.append(file) }
-            done += n
         }
         if fua {
             let anyPending = state.withLock { !$0.pending.isEmpty || !$0.partial.isEmpty }
@@ -335,16 +335,11 @@ public final class VolumeDevice: VolumeIO {
     /// Copies the rest of every partial block from its origin and makes it pending.
     private func completeAllPartials(_ s: inout State) throws {
         for (index, var partial) in s.partial.sorted(by: { $0.key < $1.key }) {
-            try backend.fillGranules(partial.file.fd, path: partial.file.what, except: partial.covered, from: try originEntry(of: partial, index: index, in: s))
+            try backend.fillGranules(partial.file.fd, path: partial.file.what, except: partial.covered, from: s.session.entry(at: index))
             try backend.updatePartialBlock(partial.key, from: partial.covered, to: UInt64.max)
             partial.covered = UInt64.max
             try complete(partial, at: index, in: &s)
         }
-    }
-
-    /// The entry a partial block was copied from (the block still resolves to it).
-    private func originEntry(of partial: PartialBlock, index: UInt64, in s: State) throws -> MapEntry {
-        s.session.entry(at: index)
     }
 
     private func fileForCopy(_ entry: MapEntry, index: UInt64) throws -> BlockFile {
@@ -382,24 +377,17 @@ public final class VolumeDevice: VolumeIO {
             throw StoreError(.wrongKind, "\(name) is a read-only map (an image or snapshot); it cannot be written")
         }
         try check(offset: offset, count: count)
-        let blockSize = UInt64(BlockStore.blockSizeBytes)
         let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: BlockStore.blockSizeBytes, alignment: 4096)
         defer { zeros.deallocate() }
         memset(zeros.baseAddress!, 0, zeros.count)
-        var done = 0
-        while done < count {
-            let position = offset + UInt64(done)
-            let index = position / blockSize
-            let low = position - index * blockSize
-            let n = min(count - done, Int(blockSize - low))
+        try VolumeDevice.forEachBlock(offset: offset, count: count) { index, _, range in
             let alreadyZero = try state.withLock { s in
                 try requireOpen(s)
                 return s.files[index] == nil && s.session.entry(at: index) == .zero
             }
             if !alreadyZero {
-                try write(at: position, from: UnsafeRawBufferPointer(rebasing: zeros[0..<n]), fua: fua)
+                try write(at: offset + UInt64(range.lowerBound), from: UnsafeRawBufferPointer(rebasing: zeros[0..<range.count]), fua: fua)
             }
-            done += n
         }
     }
 

@@ -84,35 +84,6 @@ struct NBDTests {
     }
 }
 
-/// Runs external programs for the tests.
-enum Tool {
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    static func available(_ name: String) -> Bool {
-        ["/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/"].contains { FileManager.default.isExecutableFile(atPath: $0 + name) }
-    }
-
-    @discardableResult
-    static func run(_ name: String, _ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/" + name)
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard process.terminationStatus == 0, !text.contains("failed") else {
-            throw Failure(description: "\(name) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(text)")
-        }
-        return text
-    }
-}
-
 /// Copy-on-write of a block with data: pending until a flush, made final when the writer died,
 /// dropped after a (simulated) power failure.
 @Suite struct PendingCopyTests {
