@@ -59,6 +59,33 @@ struct NBDTests {
         #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/img-after.raw"))) == image)
     }
 
+    /// Small aligned reads of read-only blocks bypass the page cache (O_DIRECT): into aligned and
+    /// unaligned buffers, and at the short end of the image's last block.
+    @Test func smallReadsOfImageBlocksMatchTheImage() throws {
+        let dir = try TemporaryDirectory.make(prefix: "nbd-direct")
+        try PosixBackend.initialize(root: dir + "/store")
+        let backend = try PosixBackend(root: dir + "/store")
+        let store = BlockStore(backend: backend)
+        let image = TestData.random(9 * 1024 * 1024 + 321, seed: 11)
+        let imagePath = dir + "/image.raw"
+        try Data(image).write(to: URL(fileURLWithPath: imagePath))
+        try store.importMap(named: TestData.name("img"), from: FileSource(path: imagePath))
+        try store.cloneVolume(from: TestData.name("img"), named: TestData.name("vol"), sizeBytes: 16 * 1024 * 1024)
+        let device = try VolumeDevice(store: store, backend: backend, name: TestData.name("vol"))
+        defer { try? device.close() }
+        let padded = image + [UInt8](repeating: 0, count: 16 * 1024 * 1024 - image.count)
+        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536 + 4096 + 16, alignment: 4096)
+        defer { raw.deallocate() }
+        for (offset, count) in [(0, 4096), (4096 * 1000, 65536), (8 * 1024 * 1024 + 4096, 8192),
+                                (9 * 1024 * 1024, 4096), (9 * 1024 * 1024 - 4096, 8192), (4 * 1024 * 1024 - 4096, 8192)] {
+            for shift in [0, 16] {
+                let piece = UnsafeMutableRawBufferPointer(rebasing: raw[shift..<(shift + count)])
+                try device.read(at: UInt64(offset), into: piece)
+                #expect(Array(piece) == Array(padded[offset..<(offset + count)]), "offset \(offset) count \(count) shift \(shift)")
+            }
+        }
+    }
+
     @Test func snapshotsAreReadOnlyExports() throws {
         let dir = try TemporaryDirectory.make(prefix: "nbd-ro")
         try PosixBackend.initialize(root: dir + "/store")
