@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "BlockStorePosix", targets: ["BlockStorePosix"]),
         .executable(name: "snf-store", targets: ["ExtStorage"]),
         .executable(name: "snf-store-bench", targets: ["StoreBench"]),
+        .executable(name: "snf-image", targets: ["SnfImage"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -41,6 +42,24 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // libguestfs (Debian: libguestfs-dev): the general customization path, every filesystem
+        // libguestfs knows, in its appliance VM.
+        .systemLibrary(name: "CGuestfs", pkgConfig: "libguestfs", providers: [.apt(["libguestfs-dev"])]),
+        // libcrypt (libxcrypt; Debian: libcrypt-dev): password hashes for /etc/shadow.
+        .systemLibrary(name: "CCrypt", pkgConfig: "libxcrypt", providers: [.apt(["libcrypt-dev"])]),
+        // Deploying images onto Ganeti disks: the OS environment and parameters, image sources,
+        // the copy (or the clone fast path), the customization plan and its two executors (a
+        // sandboxed userspace editor for ext2/3/4, and libguestfs), progress events.
+        .target(
+            name: "ImageDeploy",
+            dependencies: ["BlockStore", "BlockStorePosix", "VolumeServer", "CGuestfs", "CCrypt"]
+        ),
+        // snf-image: the Ganeti OS definition's scripts (create, import, export, rename, verify),
+        // dispatched on argv[0], plus admin commands.
+        .executableTarget(
+            name: "SnfImage",
+            dependencies: ["ImageDeploy", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // snf-store-bench: in-process timings for Benchmarks/store-bench (never run by the tests).
         .executableTarget(name: "StoreBench", dependencies: ["BlockStore", "BlockStorePosix"]),
         .testTarget(
@@ -50,6 +69,10 @@ let package = Package(
         .testTarget(
             name: "VolumeServerTests",
             dependencies: ["VolumeServer", "BlockStore", "BlockStorePosix", "BlockStoreTesting"]
+        ),
+        .testTarget(
+            name: "ImageDeployTests",
+            dependencies: ["ImageDeploy", "BlockStore", "BlockStorePosix", "BlockStoreTesting"]
         ),
         .testTarget(
             name: "ExtStorageTests",
