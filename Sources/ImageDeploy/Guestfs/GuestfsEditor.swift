@@ -100,6 +100,11 @@ public final class GuestfsEditor: DiskEditor {
             }
             throw fail("launch")
         }
+        if watchdog.fired {
+            // Launched, but only after the limit (nothing was running yet to be killed).
+            watchdog.disarm()
+            throw CustomizationError("libguestfs: the appliance did not launch within \(timeoutSeconds) s")
+        }
         let elapsed = clock.now - started
         launchSeconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
         let pid = guestfs_get_pid(h)

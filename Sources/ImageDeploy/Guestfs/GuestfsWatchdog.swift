@@ -51,6 +51,9 @@ final class GuestfsWatchdog: Sendable {
     /// Stops the timer from doing anything (the session is over).
     func disarm() { state.withLock { $0.disarmed = true } }
 
+    /// Marks the session as over and kills the hypervisor. Before launch has started it (supermin
+    /// may still be building the appliance) there is nothing to kill yet: look again shortly,
+    /// until something is killed or the session ends.
     private func fire() {
         let pid: pid_t?? = state.withLock { s in
             if s.disarmed { return nil }
@@ -60,8 +63,12 @@ final class GuestfsWatchdog: Sendable {
         guard let known = pid else { return }
         if let known, known > 0 {
             kill(known, SIGKILL)
-        } else {
-            for p in Self.hypervisors(naming: socketDirectory) { kill(p, SIGKILL) }
+            return
+        }
+        let found = Self.hypervisors(naming: socketDirectory)
+        for p in found { kill(p, SIGKILL) }
+        if found.isEmpty {
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) { [self] in fire() }
         }
     }
 
