@@ -265,7 +265,7 @@ private struct HostTable: Decodable {
     func gptSessionMovesTheBackupHeader() throws {
         let (dir, raw) = try tinyImage()
         let disk = dir + "/gpt.raw"
-        try Sh.run("truncate", ["-s", "64M", disk])
+        try Sh.run("truncate", ["-s", "65M", disk])  // room for the backup GPT after the 64 MiB
         try Sh.run("sfdisk", ["-q", disk], stdin: "label: gpt\nstart=2048, size=129024, type=L\n")
         try Sh.run("dd", ["if=\(raw)", "of=\(disk)", "bs=512", "skip=2048", "seek=2048", "count=129024", "conv=notrunc,sparse", "status=none"])
         try Sh.run("truncate", ["-s", "256M", disk])
@@ -288,7 +288,16 @@ private struct HostTable: Decodable {
 
         let table = try HostTable.read(disk)
         #expect(table.label == "gpt")
-        #expect(table.lastlba == Self.diskSectors - 34)
+        // The backup header is in the disk's last sector, and the primary header points at it
+        // (sgdisk -e also aligns the last usable sector down to 2048: 522240 here).
+        let fd = open(disk, O_RDONLY)
+        defer { close(fd) }
+        var primary = [UInt8](repeating: 0, count: 512)
+        var backup = [UInt8](repeating: 0, count: 512)
+        #expect(pread(fd, &primary, 512, 512) == 512 && pread(fd, &backup, 512, off_t((Self.diskSectors - 1) * 512)) == 512)
+        #expect(Array(backup[0..<8]) == Array("EFI PART".utf8))
+        #expect(primary[32..<40].reversed().reduce(0) { $0 << 8 | UInt64($1) } == Self.diskSectors - 1)
+        #expect(table.lastlba.map { $0 >= Self.swapStart + Self.swapSectors - 1 } == true)
         #expect(table.partitions.map { [$0.start, $0.size] } == [[2048, Self.rootEnd - 2048 + 1], [Self.swapStart, Self.swapSectors]])
         #expect(table.partitions.map { $0.type.lowercased() } == [GuestfsEditor.gptLinuxData, GuestfsEditor.gptLinuxSwap])
         let grown = dir + "/p1.ext4"
