@@ -171,6 +171,13 @@ private struct HostTable: Decodable {
         #expect(try editor.filesystemType(partition: 2) == "swap")
         #expect(throws: CustomizationError.self) { try editor.growFilesystem(partition: 2) }
 
+        // libguestfs's own error text reaches the CustomizationError.
+        do {
+            try editor.openRoot(partition: 9)
+            Issue.record("mounted a partition that does not exist")
+        } catch let error as CustomizationError {
+            #expect(error.message.hasPrefix("libguestfs: mount /dev/sda9 /: ") && error.message.contains("sda9"), "\(error)")
+        }
         try sw.time("openRoot") { try editor.openRoot(partition: 1) }
         #expect(throws: CustomizationError.self) { try editor.growFilesystem(partition: 1) }
         #expect(try sw.time("readFile") { try editor.readFile("/etc/hostname") } == Array("debian12-tiny\n".utf8))
@@ -257,6 +264,32 @@ private struct HostTable: Decodable {
         #expect(elapsed < .seconds(20))
         // No hypervisor of ours survives.
         #expect(GuestfsWatchdog.hypervisors(naming: raw).isEmpty)
+    }
+
+    /// The time limit expiring after launch: the appliance is killed, every later call fails,
+    /// close does not. A second appliance launch, so only with SNF_TEST_GUESTFS=all.
+    @Test(.enabled(if: GuestfsTestEnv.gpt), .timeLimit(.minutes(5)))
+    func expiredSessionKillsTheAppliance() throws {
+        let (_, raw) = try tinyImage()
+        let editor = try GuestfsEditor(disk: raw, timeoutSeconds: 600)
+        #expect(try editor.partitionTable().label == .msdos)
+        #expect(!GuestfsWatchdog.hypervisors(naming: raw).isEmpty)
+        editor.expireForTesting()
+        // SIGKILL is asynchronous: give the process a moment to go.
+        var left = GuestfsWatchdog.hypervisors(naming: raw)
+        for _ in 0..<20 where !left.isEmpty {
+            usleep(100_000)
+            left = GuestfsWatchdog.hypervisors(naming: raw)
+        }
+        #expect(left.isEmpty)
+        do {
+            _ = try editor.partitionTable()
+            Issue.record("a call succeeded after the time limit")
+        } catch let error as CustomizationError {
+            #expect(error.message.contains("did not finish within 600 s"), "\(error)")
+        }
+        try editor.close()
+        try editor.close()
     }
 
     /// GPT, on a disk grown after the table was written: the backup header is moved to the end.

@@ -158,6 +158,9 @@ public final class GuestfsEditor: DiskEditor {
         getenv(name).map { String(cString: $0) }
     }
 
+    /// Ends the session as if its time limit had expired: the appliance is killed (tests).
+    func expireForTesting() { watchdog.expire() }
+
     // MARK: - Plumbing
 
     /// The live handle, or an error when the editor is closed or its time limit expired.

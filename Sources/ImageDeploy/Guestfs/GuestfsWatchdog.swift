@@ -51,6 +51,9 @@ final class GuestfsWatchdog: Sendable {
     /// Stops the timer from doing anything (the session is over).
     func disarm() { state.withLock { $0.disarmed = true } }
 
+    /// Ends the session now, as if the time limit had expired (tests).
+    func expire() { fire() }
+
     /// Marks the session as over and kills the hypervisor. Before launch has started it (supermin
     /// may still be building the appliance) there is nothing to kill yet: look again shortly,
     /// until something is killed or the session ends.
