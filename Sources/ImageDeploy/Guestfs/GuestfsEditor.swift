@@ -30,6 +30,7 @@ public final class GuestfsEditor: DiskEditor {
     private var g: OpaquePointer?
     private let watchdog: GuestfsWatchdog
     private var rootMounted = false
+    private var labelCache: String?
 
     /// GPT partition type GUIDs (lower case, as `PartitionTable.Partition.type`).
     public static let gptLinuxSwap = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f"
@@ -245,7 +246,7 @@ public final class GuestfsEditor: DiskEditor {
 
     public func partitionTable() throws -> PartitionTable {
         let dev = device
-        let kind = try string("part_get_parttype \(dev)") { guestfs_part_get_parttype($0, dev) }
+        let kind = try labelKind()
         let label: PartitionTable.Label
         switch kind {
         case "msdos": label = .msdos
@@ -289,9 +290,14 @@ public final class GuestfsEditor: DiskEditor {
         }
     }
 
+    /// part_get_parttype, asked once (each parted run costs about half a second under TCG; the
+    /// editor never changes the label).
     private func labelKind() throws -> String {
+        if let labelCache { return labelCache }
         let dev = device
-        return try string("part_get_parttype \(dev)") { guestfs_part_get_parttype($0, dev) }
+        let kind = try string("part_get_parttype \(dev)") { guestfs_part_get_parttype($0, dev) }
+        labelCache = kind
+        return kind
     }
 
     public func resizePartition(_ number: Int, endSector: UInt64) throws {
