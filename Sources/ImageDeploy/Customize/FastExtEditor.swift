@@ -354,7 +354,7 @@ public final class FastExtEditor: DiskEditor {
             let gid = try number(try field())
             let name = String(decoding: try field(), as: UTF8.self)
             _ = try field()  // size, empty for directories
-            if mode & 0o170000 == 0o040000 { _ = try field() }  // directories end with "//"
+            guard index == bytes.count || bytes[index] == 10 else { throw CustomizationError("malformed debugfs listing") }
             entries.append(Entry(name: name, mode: mode, uid: uid, gid: gid))
         }
         return entries
