@@ -315,9 +315,10 @@ struct SandboxTests {
         #expect(device.exitCode != 0 && device.stderrText.contains("Permission denied"))
         let file = try sandbox.run("head", ["-c", "512", disk])
         #expect(file.exitCode != 0)
-        let write = try sandbox.run("touch", ["/tmp/sandbox-was-here-\(getpid())"])
-        #expect(write.exitCode == 0 || write.exitCode != 0)  // /tmp is world-writable: not a boundary the sandbox claims
-        unlink("/tmp/sandbox-was-here-\(getpid())")
+        // Only the sandbox's own processes are visible.
+        let processes = try sandbox.run("ls", ["/proc"]).stdoutText.split(separator: "\n").filter { $0.allSatisfy(\.isNumber) }
+        #expect(processes.count <= 2, "\(processes)")
+        #expect(try sandbox.run("ls", ["/run/snf-image"]).exitCode != 0)
         let listing = try sandbox.run("ls", [sandbox.directory])
         #expect(listing.exitCode != 0)  // the private directory cannot be listed
     }

@@ -5,7 +5,15 @@
 // can open is the one node the parent made for it: a block special file in a private directory
 // (`/run/snf-image/sbx-<random>`, mode 0711, unlistable), owned by the sandbox user with mode
 // 0600, for a loop device over the disk or over one partition (offset and size limit). The real
-// /dev/loopN nodes stay root's (0600 there), so the tool cannot reach any other disk.
+// /dev/loopN nodes stay root's (0600 there), so the tool cannot reach any other disk. /proc is
+// the PID namespace's own (--mount-proc), so a tool cannot read other processes' command lines
+// (and with them the node paths of other sandboxes running as the same user); the base
+// directory is 0711 and the private directories have random names, so they cannot be listed.
+//
+// Not covered: the tools still see the host's filesystem as the sandbox user does (world-
+// readable files); a tool exploited by a crafted image could copy such files into that image.
+// A per-run root directory (bwrap, or setpriv --landlock-access from util-linux 2.40) would
+// close that.
 //
 // Everything made here (loop devices, nodes, input files, the directory) is removed by close(),
 // which the owner calls on every path (deinit too, as a safety net).
@@ -90,6 +98,10 @@ public final class Sandbox {
         guard lstat(base, &st) == 0 else { throw CustomizationError("cannot stat \(base): \(FastProcess.errnoText())") }
         guard st.st_mode & S_IFMT == S_IFDIR, st.st_uid == 0, st.st_mode & 0o022 == 0 else {
             throw CustomizationError("\(base) is not a directory owned by root and writable only by it")
+        }
+        // Not listable by others: the sandbox user must not find other sandboxes' directories.
+        if st.st_mode & 0o7777 != 0o711 && chmod(base, 0o711) != 0 {
+            throw CustomizationError("cannot chmod \(base) to 0711: \(FastProcess.errnoText())")
         }
         var fs = statvfs()
         guard statvfs(base, &fs) == 0 else { throw CustomizationError("cannot statvfs \(base): \(FastProcess.errnoText())") }
@@ -215,7 +227,7 @@ public final class Sandbox {
         try checkOpen()
         let tool = try FastProcess.locate(name)
         let wrapper = [
-            "--net", "--ipc", "--uts", "--pid", "--fork", "--kill-child", "--mount", "--",
+            "--net", "--ipc", "--uts", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--",
             setpriv, "--reuid", String(uid), "--regid", String(gid), "--clear-groups", "--no-new-privs",
             "--inh-caps=-all", "--bounding-set=-all", "--", tool,
         ]
