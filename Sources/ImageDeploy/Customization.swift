@@ -106,8 +106,9 @@ public struct PartitionTable: Sendable, Equatable {
     }
 }
 
-/// File metadata inside the guest filesystem.
+/// File metadata inside the guest filesystem, as lstat sees it (a symlink is not followed).
 public struct GuestFileInfo: Sendable, Equatable {
+    /// The whole st_mode: file type bits (S_IFMT) and permission bits.
     public var mode: UInt32
     public var uid: UInt32
     public var gid: UInt32

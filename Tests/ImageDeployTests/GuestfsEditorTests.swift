@@ -126,6 +126,8 @@ private struct HostTable: Decodable {
 
     @Test(.enabled(if: GuestfsTestEnv.available), .timeLimit(.minutes(10)))
     func msdosSessionThroughOneAppliance() throws {
+        ApplianceLock.shared.lock()
+        defer { ApplianceLock.shared.unlock() }
         let (dir, raw) = try tinyImage()
         let disk = dir + "/disk.raw"
         try Sh.run("cp", ["--sparse=always", raw, disk])
@@ -191,7 +193,7 @@ private struct HostTable: Decodable {
         try editor.writeFile("/etc/motd", [UInt8](repeating: 0x41, count: 5000), mode: 0o644, uid: 0, gid: 0)
         try editor.writeFile("/etc/motd", Array("hi\n".utf8), mode: 0o600, uid: 1000, gid: 1000)
         #expect(try editor.readFile("/etc/motd") == Array("hi\n".utf8))
-        #expect(try editor.info("/etc/motd") == GuestFileInfo(mode: 0o600, uid: 1000, gid: 1000, isDirectory: false))
+        #expect(try editor.info("/etc/motd") == GuestFileInfo(mode: 0o100600, uid: 1000, gid: 1000, isDirectory: false))
         // Larger than one protocol message: written in chunks.
         let big = (0..<(5 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) }
         try sw.time("writeFile 5 MiB") { try editor.writeFile("/big", big, mode: 0o640, uid: 0, gid: 0) }
@@ -204,14 +206,14 @@ private struct HostTable: Decodable {
         #expect(throws: CustomizationError.self) {
             try editor.writeFile("/etc/evil", Array("x".utf8), mode: 0o644, uid: 0, gid: 0)
         }
-        #expect(try editor.info("/etc/evil") == GuestFileInfo(mode: 0o777, uid: 0, gid: 0, isDirectory: false))
+        #expect(try editor.info("/etc/evil") == GuestFileInfo(mode: 0o120777, uid: 0, gid: 0, isDirectory: false))
 
         try sw.time("makeDirectory") { try editor.makeDirectory("/etc/snf", mode: 0o750, uid: 1000, gid: 1000) }
         try editor.makeDirectory("/etc/snf", mode: 0o700, uid: 0, gid: 0)  // exists: no error, unchanged
-        #expect(try sw.time("info") { try editor.info("/etc/snf") } == GuestFileInfo(mode: 0o750, uid: 1000, gid: 1000, isDirectory: true))
+        #expect(try sw.time("info") { try editor.info("/etc/snf") } == GuestFileInfo(mode: 0o40750, uid: 1000, gid: 1000, isDirectory: true))
         try editor.writeFile("/etc/snf/tool", Array("#!/bin/sh\n".utf8), mode: 0o4755, uid: 1000, gid: 1000)
-        #expect(try editor.info("/etc/snf/tool")?.mode == 0o4755)
-        #expect(try editor.info("/etc/shadow") == GuestFileInfo(mode: 0o640, uid: 0, gid: 42, isDirectory: false))
+        #expect(try editor.info("/etc/snf/tool")?.mode == 0o104755)
+        #expect(try editor.info("/etc/shadow") == GuestFileInfo(mode: 0o100640, uid: 0, gid: 42, isDirectory: false))
         #expect(try editor.info("/etc/none") == nil)
 
         let etc = try sw.time("listDirectory") { try editor.listDirectory("/etc") }
@@ -249,6 +251,8 @@ private struct HostTable: Decodable {
     /// The time limit: an appliance that cannot launch in time is killed, and nothing is left.
     @Test(.enabled(if: GuestfsTestEnv.available), .timeLimit(.minutes(2)))
     func launchTimeLimitKillsTheAppliance() throws {
+        ApplianceLock.shared.lock()
+        defer { ApplianceLock.shared.unlock() }
         let (_, raw) = try tinyImage()
         let clock = ContinuousClock()
         let start = clock.now
@@ -270,6 +274,8 @@ private struct HostTable: Decodable {
     /// close does not. A second appliance launch, so only with SNF_TEST_GUESTFS=all.
     @Test(.enabled(if: GuestfsTestEnv.gpt), .timeLimit(.minutes(5)))
     func expiredSessionKillsTheAppliance() throws {
+        ApplianceLock.shared.lock()
+        defer { ApplianceLock.shared.unlock() }
         let (_, raw) = try tinyImage()
         let editor = try GuestfsEditor(disk: raw, timeoutSeconds: 600)
         #expect(try editor.partitionTable().label == .msdos)
@@ -296,6 +302,8 @@ private struct HostTable: Decodable {
     /// A second appliance launch, so only with SNF_TEST_GUESTFS=all.
     @Test(.enabled(if: GuestfsTestEnv.gpt), .timeLimit(.minutes(10)))
     func gptSessionMovesTheBackupHeader() throws {
+        ApplianceLock.shared.lock()
+        defer { ApplianceLock.shared.unlock() }
         let (dir, raw) = try tinyImage()
         let disk = dir + "/gpt.raw"
         try Sh.run("truncate", ["-s", "65M", disk])  // room for the backup GPT after the 64 MiB

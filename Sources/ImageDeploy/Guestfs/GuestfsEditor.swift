@@ -541,7 +541,7 @@ public final class GuestfsEditor: DiskEditor {
         defer { guestfs_free_statns(st) }
         let mode = UInt32(truncatingIfNeeded: st.pointee.st_mode)
         return GuestFileInfo(
-            mode: mode & 0o7777, uid: UInt32(truncatingIfNeeded: st.pointee.st_uid),
+            mode: mode, uid: UInt32(truncatingIfNeeded: st.pointee.st_uid),
             gid: UInt32(truncatingIfNeeded: st.pointee.st_gid), isDirectory: mode & 0o170000 == 0o040000)
     }
 
