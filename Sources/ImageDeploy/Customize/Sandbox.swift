@@ -1,19 +1,14 @@
 // The sandbox the fast path's tools run in (sfdisk, blkid, e2fsck, resize2fs, mkswap, debugfs):
 // they parse untrusted guest data, so each runs as an unprivileged user (default `nobody`), in
 // new network/IPC/UTS/PID/mount namespaces (no network at all: only a loopback that is down),
-// with no capabilities and no_new_privs, a clean environment and a time limit. The only device it
-// can open is the one node the parent made for it: a block special file in a private directory
-// (`/run/snf-image/sbx-<random>`, mode 0711, unlistable), owned by the sandbox user with mode
-// 0600, for a loop device over the disk or over one partition (offset and size limit). The real
-// /dev/loopN nodes stay root's (0600 there), so the tool cannot reach any other disk. /proc is
-// the PID namespace's own (--mount-proc), so a tool cannot read other processes' command lines
-// (and with them the node paths of other sandboxes running as the same user); the base
-// directory is 0711 and the private directories have random names, so they cannot be listed.
-//
-// Not covered: the tools still see the host's filesystem as the sandbox user does (world-
-// readable files); a tool exploited by a crafted image could copy such files into that image.
-// A per-run root directory (bwrap, or setpriv --landlock-access from util-linux 2.40) would
-// close that.
+// with no capabilities and no_new_privs, a clean environment and a time limit; then, as that
+// user, bubblewrap (`bwrap`) puts it in a user namespace whose root directory holds only /usr
+// (read-only), a minimal /dev, its own /proc, an empty /tmp and the private directory: no host
+// file outside /usr is visible, so a tool exploited by a crafted image has nothing to read.
+// The only device it can open is the one node the parent made for it: a block special file in
+// the private directory (`/run/snf-image/sbx-<random>`, mode 0711, unlistable), owned by the
+// sandbox user with mode 0600, for a loop device over the disk or over one partition (offset and
+// size limit).
 //
 // Everything made here (loop devices, nodes, input files, the directory) is removed by close(),
 // which the owner calls on every path (deinit too, as a safety net).
@@ -38,6 +33,7 @@ public final class Sandbox {
 
     private let unshare: String
     private let setpriv: String
+    private let bwrap: String
     private let losetup: String
     private var loops: [String] = []
     private var paths: [String] = []
@@ -59,6 +55,7 @@ public final class Sandbox {
         self.timeoutSeconds = timeoutSeconds
         unshare = try FastProcess.locate("unshare")
         setpriv = try FastProcess.locate("setpriv")
+        bwrap = try FastProcess.locate("bwrap")
         losetup = try FastProcess.locate("losetup")
 
         var problems: [String] = []
@@ -229,7 +226,16 @@ public final class Sandbox {
         let wrapper = [
             "--net", "--ipc", "--uts", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--",
             setpriv, "--reuid", String(uid), "--regid", String(gid), "--clear-groups", "--no-new-privs",
-            "--inh-caps=-all", "--bounding-set=-all", "--", tool,
+            "--inh-caps=-all", "--bounding-set=-all", "--",
+            // Unprivileged from here on: a user namespace with its own root directory that holds
+            // only /usr (read-only), a minimal /dev, its own /proc, an empty /tmp and the private
+            // directory. No host file outside /usr is visible.
+            bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session",
+            "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dev-bind", directory, directory, "--chdir", "/",
+            "--", tool,
         ]
         return try FastProcess.run(
             unshare, wrapper + arguments, stdin: stdin, timeoutSeconds: timeoutSeconds,
