@@ -93,7 +93,7 @@ public struct Deployment {
             let result = try copier.copy(from: source, toDisk: request.diskPath, progress: progress)
             let rate = result.seconds > 0 ? Double(result.bytes) / result.seconds / 1_048_576 : 0
             progress.emit(.info("Image copy finished."))
-            progress.emit(.info("Copied \(result.bytes) bytes in \(formatPercent(result.seconds)) s (\(formatPercent(rate)) MiB/s); wrote \(result.writtenBytes) bytes, the rest was already zero."))
+            progress.emit(.info("Copied \(result.bytes) bytes in \(formatTwoDecimals(result.seconds)) s (\(formatTwoDecimals(rate)) MiB/s); wrote \(result.writtenBytes) bytes, the rest was already zero."))
             copy = result
         }
 

@@ -80,8 +80,11 @@ extension ProgressEvent {
 }
 
 /// A percentage with exactly two decimals (`12.35`); rounds half up.
-func formatPercent(_ value: Double) -> String {
-    let hundredths = Int64((max(0, min(value, 100)) * 100).rounded())
+func formatPercent(_ value: Double) -> String { formatTwoDecimals(max(0, min(value, 100))) }
+
+/// A non-negative number with exactly two decimals.
+func formatTwoDecimals(_ value: Double) -> String {
+    let hundredths = Int64((max(0, value) * 100).rounded())
     let fraction = hundredths % 100
     return "\(hundredths / 100)." + (fraction < 10 ? "0" : "") + "\(fraction)"
 }
