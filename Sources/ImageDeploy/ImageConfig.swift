@@ -65,7 +65,7 @@ public struct ImageConfig: Sendable, Equatable {
     /// Parses `key = value` lines.
     static func parse(_ text: String, file: String) throws -> [String: String] {
         var settings: [String: String] = [:]
-        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (number, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = (rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").snfTrimmed
             if line.isEmpty { continue }
             let parts = line.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)

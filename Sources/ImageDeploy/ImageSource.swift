@@ -226,7 +226,7 @@ public final class HTTPImageSource: ImageSource {
     /// The Content-Length of the last response in `headers` (curl -IL prints every redirect's).
     static func contentLength(_ headers: String) -> UInt64? {
         var length: UInt64?
-        for line in headers.split(separator: "\n") {
+        for line in headers.split(whereSeparator: \.isNewline) {
             let text = line.snfTrimmed
             if text.hasPrefix("HTTP/") { length = nil; continue }
             let parts = text.split(separator: ":", maxSplits: 1)

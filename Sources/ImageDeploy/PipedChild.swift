@@ -35,7 +35,11 @@ final class PipedChild {
         sigemptyset(&defaults)
         sigaddset(&defaults, SIGPIPE)
         posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF))
+        // And no blocked signals, whatever our mask (it is inherited across exec).
+        var unblocked = sigset_t()
+        sigemptyset(&unblocked)
+        posix_spawnattr_setsigmask(&attributes, &unblocked)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
         var argv = arguments.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         var spawned: pid_t = 0
@@ -102,7 +106,7 @@ final class PipedChild {
 
     /// Kills the child (it may be blocked writing to us) and reaps it.
     func terminate() {
-        if !reaped { kill(pid, SIGTERM) }
+        if !reaped { kill(pid, SIGKILL) }
         wait()
     }
 
