@@ -7,8 +7,9 @@ import Musl
 #endif
 
 /// Carries out a customization plan on a disk (the fast ext editor or libguestfs, through the
-/// TaskRunner), reporting task events to `progress`. Injected by the caller.
-public typealias Customizer = (_ diskPath: String, _ plan: CustomizationPlan, _ progress: any ProgressSink) throws -> Void
+/// TaskRunner, as `config` chooses), reporting task events to `progress`. The executable passes
+/// ``StandardCustomization/customize(diskPath:plan:config:progress:)``; tests may inject others.
+public typealias Customizer = (_ diskPath: String, _ plan: CustomizationPlan, _ config: ImageConfig, _ progress: any ProgressSink) throws -> Void
 
 /// What one deploy is: the image parameters, the instance name and disk 0.
 public struct DeployRequest: Sendable {
@@ -101,7 +102,7 @@ public struct Deployment {
             progress.emit(.info("No customization (every task is excluded)."))
         } else {
             progress.emit(.info("Starting customization: \(outcome.plan.tasks.map(\.rawValue).joined(separator: ", "))."))
-            try customizer(request.diskPath, outcome.plan, progress)
+            try customizer(request.diskPath, outcome.plan, config, progress)
             progress.emit(.info("Image customization finished successfully."))
         }
         return DeployReport(cloned: cloned, copy: copy, plan: outcome.plan)

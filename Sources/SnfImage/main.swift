@@ -26,7 +26,7 @@ enum SnfImageMain {
 
     /// The OS definition with this process's environment and the customization hooks.
     static func osDefinition() -> OSDefinition {
-        OSDefinition(environment: processEnvironment(), customizer: Hooks.customizer, hashPassword: Hooks.hashPassword)
+        OSDefinition(environment: processEnvironment(), customizer: StandardCustomization.customize, hashPassword: StandardCustomization.hashPassword)
     }
 
     static func run(_ arguments: [String]) -> Int32 {
@@ -61,22 +61,6 @@ enum SnfImageMain {
             printError("snf-image: \(SnfImage.message(for: error))")
             return 1
         }
-    }
-}
-
-/// The customization hooks. The planner and the deploy take them as closures; these are the ones
-/// this executable passes.
-enum Hooks {
-    /// Carries out a customization plan. Not wired to an editor yet in this build: a deploy that
-    /// has tasks to run fails with this message (EXCLUDE_ALL_TASKS deploys work).
-    static func customizer(diskPath: String, plan: CustomizationPlan, progress: any ProgressSink) throws {
-        throw DeployError.failure(
-            "this snf-image build has no customizer wired in (tasks: \(plan.tasks.map(\.rawValue).joined(separator: ", "))); set EXCLUDE_ALL_TASKS=yes")
-    }
-
-    /// Hashes `img_passwd`. Not wired to PasswordHasher yet in this build.
-    static func hashPassword(_ password: String, method: PasswordHashingMethod) throws -> String {
-        throw DeployError.failure("this snf-image build has no password hasher wired in (method \(method.rawValue)); use img_passwd_hash")
     }
 }
 
@@ -168,7 +152,7 @@ struct Deploy: ParsableCommand {
         let config = try ImageConfig.load(environment: environment)
         let progress = MonitorProgressSink(destination: config.monitor)
         let request = DeployRequest(instanceName: hostname, diskPath: disk, parameters: try ImageParameters(values))
-        let deployment = Deployment(config: config, customizer: Hooks.customizer, hashPassword: Hooks.hashPassword)
+        let deployment = Deployment(config: config, customizer: StandardCustomization.customize, hashPassword: StandardCustomization.hashPassword)
         _ = try deployment.run(request, progress: progress)
     }
 }

@@ -169,7 +169,7 @@ struct CloneFastPathTests {
 
         // The deploy skips the copy and says so.
         let config = ImageConfig(imageDirectory: dir, store: node)
-        let deployment = Deployment(config: config, customizer: { _, _, _ in Issue.record("no tasks") }, hashPassword: { _, _ in "" })
+        let deployment = Deployment(config: config, customizer: { _, _, _, _ in Issue.record("no tasks") }, hashPassword: { _, _ in "" })
         let parameters = try ImageParameters(["img_id": "snf-store://img", "img_format": "diskdump", "img_properties": #"{"EXCLUDE_ALL_TASKS": "1"}"#])
         let progress = RecordingProgressSink()
         let report = try deployment.run(DeployRequest(instanceName: "vm1", diskPath: device, parameters: parameters), progress: progress)

@@ -255,7 +255,7 @@ struct CopierTests {
         let progress = RecordingProgressSink()
         var customized: [CustomizationPlan] = []
         let deployment = Deployment(
-            config: config, customizer: { path, plan, _ in
+            config: config, customizer: { path, plan, _, _ in
                 #expect(path == dir + "/disk")
                 customized.append(plan)
             }, hashPassword: { _, m in m.cryptPrefix + "x$y" })
