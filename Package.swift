@@ -58,7 +58,7 @@ let package = Package(
         // dispatched on argv[0], plus admin commands.
         .executableTarget(
             name: "SnfImage",
-            dependencies: ["ImageDeploy", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ImageDeploy", "VolumeServer", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // snf-store-bench: in-process timings for Benchmarks/store-bench (never run by the tests).
         .executableTarget(name: "StoreBench", dependencies: ["BlockStore", "BlockStorePosix"]),

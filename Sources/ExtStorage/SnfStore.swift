@@ -117,19 +117,6 @@ func writeStandardError(_ text: String) { writeAll(2, text) }
 /// Writes `text` to file descriptor 1 as it is.
 func writeStandardOutput(_ text: String) { writeAll(1, text) }
 
-/// The process environment as a dictionary.
-func processEnvironment() -> [String: String] {
-    var result: [String: String] = [:]
-    var pointer = environ
-    while let entry = pointer.pointee {
-        let text = String(cString: entry)
-        if let equals = text.firstIndex(of: "=") {
-            result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-        }
-        pointer += 1
-    }
-    return result
-}
 
 func writeAll(_ fd: Int32, _ text: String) {
     var bytes = Array(text.utf8)[...]

@@ -142,21 +142,9 @@ public struct ImageConfig: Sendable, Equatable {
 
 /// The text of a small configuration file; nil when it does not exist.
 func readConfigFile(_ path: String) throws -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else {
-        if errno == ENOENT { return nil }
-        throw DeployError.errno("read the configuration file", path)
+    do {
+        return try NodeConfig.readConfigurationFile(path)
+    } catch let error as ServerError {
+        throw DeployError.failure(error.message)
     }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        guard n >= 0 else { throw DeployError.errno("read the configuration file", path) }
-        if n == 0 { break }
-        bytes += chunk[0..<n]
-        guard bytes.count < 1 << 20 else { throw DeployError.badInput("the configuration file \(path) is too large") }
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ImageDeploy
+import VolumeServer
 
 #if canImport(Glibc)
 import Glibc
@@ -76,18 +77,6 @@ func printError(_ message: String) {
     }
 }
 
-func processEnvironment() -> [String: String] {
-    var result: [String: String] = [:]
-    var pointer = environ
-    while let entry = pointer.pointee {
-        let text = String(cString: entry)
-        if let equals = text.firstIndex(of: "=") {
-            result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-        }
-        pointer += 1
-    }
-    return result
-}
 
 struct SnfImage: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -41,11 +41,11 @@ public struct NodeConfig: Sendable, Equatable {
             run: pick(runOption, "SNF_STORE_RUN", "run", defaultRun))
     }
 
-    /// The settings in `file`; empty when the file does not exist.
-    static func parse(file: String) throws -> [String: String] {
+    /// The text of a small configuration file (at most 1 MiB), nil when it does not exist.
+    public static func readConfigurationFile(_ file: String) throws -> String? {
         let fd = open(file, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            if errno == ENOENT { return [:] }
+            if errno == ENOENT { return nil }
             throw ServerError.errno("read the configuration file", file)
         }
         defer { close(fd) }
@@ -59,8 +59,14 @@ public struct NodeConfig: Sendable, Equatable {
             bytes += chunk[0..<n]
             guard bytes.count < 1 << 20 else { throw ServerError("the configuration file \(file) is too large") }
         }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The settings in `file`; empty when the file does not exist.
+    static func parse(file: String) throws -> [String: String] {
+        guard let text = try readConfigurationFile(file) else { return [:] }
         var settings: [String: String] = [:]
-        for (number, rawLine) in String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
             let trimmed = line.trimmingSpaces
             if trimmed.isEmpty { continue }
