@@ -71,6 +71,8 @@ struct BinaryTests {
         #expect(bad.status == 2)
         #expect(bad.lastErrorLine.hasPrefix("snf-image verify: img_format ntfsdump is not supported"))
         #expect(try run(["img_id": "x"]).status == 2)
+        let malformed = try run(good.merging(["img_properties": #"{"SWAP": "2:512", "#]) { $1 })
+        #expect(malformed.status == 2 && malformed.lastErrorLine.contains("img_properties"), "\(malformed.lastErrorLine)")
         #expect(try run(good.merging(["img_passwd": "a", "img_passwd_hash": "$6$a$b"]) { $1 }).status == 2)
         #expect(try run(good.merging(["img_properties": #"{"OSFAMILY": "windows"}"#]) { $1 }).status == 2)
         #expect(try run(good.merging(["flavor": "x"]) { $1 }).status == 2)

@@ -72,7 +72,7 @@ struct EquivalenceTests {
             passwordHash: try PasswordHasher.hash("same for both", method: "sha512"),
             authorizedKeys: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEquivalenceTestKeyEquivalenceTestKey0 test@equivalence\n",
             swap: SwapRequest(partition: 2, mebibytes: 32))
-        let events = RecordingSink()
+        let events = MountWatchingSink()
         var runner = TaskRunner(plan: plan, progress: events)
         runner.today = 20_000
 
@@ -109,6 +109,8 @@ struct EquivalenceTests {
             return nil
         }
         #expect(order == CustomizationTask.allCases + CustomizationTask.allCases)
+        // Neither path mounted anything in the host's kernel (checked at every task event).
+        #expect(events.mountChanges.isEmpty, "the host's mount table changed: \(events.mountChanges)")
     }
 }
 
@@ -116,12 +118,4 @@ struct EquivalenceTests {
 /// parallel) made the second launch fail on this 2-core machine.
 enum ApplianceLock {
     static let shared = NSLock()
-}
-
-/// Keeps every event, for the checks.
-final class RecordingSink: ProgressSink, @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: [ProgressEvent] = []
-    var events: [ProgressEvent] { lock.withLock { stored } }
-    func emit(_ event: ProgressEvent) { lock.withLock { stored.append(event) } }
 }
