@@ -118,15 +118,6 @@ func writeStandardError(_ text: String) { writeAll(2, text) }
 func writeStandardOutput(_ text: String) { writeAll(1, text) }
 
 
-func writeAll(_ fd: Int32, _ text: String) {
-    var bytes = Array(text.utf8)[...]
-    while !bytes.isEmpty {
-        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return }
-        bytes = bytes.dropFirst(n)
-    }
-}
 
 struct SnfStore: ParsableCommand {
     static let configuration = CommandConfiguration(

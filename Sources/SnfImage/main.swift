@@ -66,17 +66,8 @@ enum SnfImageMain {
 }
 
 func printError(_ message: String) {
-    var line = message
-    if !line.hasSuffix("\n") { line += "\n" }
-    var bytes = Array(line.utf8)[...]
-    while !bytes.isEmpty {
-        let n = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return }
-        bytes = bytes.dropFirst(n)
-    }
+    writeAll(2, message.hasSuffix("\n") ? message : message + "\n")
 }
-
 
 struct SnfImage: ParsableCommand {
     static let configuration = CommandConfiguration(

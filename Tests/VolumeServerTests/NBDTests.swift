@@ -9,16 +9,24 @@ import Testing
 /// The NBD server against the real client: qemu-img and qemu-io (Debian qemu-utils).
 @Suite(.enabled(if: Tool.available("qemu-io") && Tool.available("qemu-img")))
 struct NBDTests {
-    @Test func qemuReadsAndWritesAClone() throws {
-        let dir = try TemporaryDirectory.make(prefix: "nbd")
+    /// A new store holding `img` (random bytes) and `vol`, a clone of it of `volumeBytes`.
+    static func cloneOfAnImage(prefix: String, imageBytes: Int, seed: UInt64, volumeBytes: UInt64) throws
+        -> (dir: String, store: BlockStore, backend: PosixBackend, image: [UInt8])
+    {
+        let dir = try TemporaryDirectory.make(prefix: prefix)
         try PosixBackend.initialize(root: dir + "/store")
         let backend = try PosixBackend(root: dir + "/store")
         let store = BlockStore(backend: backend)
-        let image = TestData.random(10 * 1024 * 1024 + 123, seed: 7)
+        let image = TestData.random(imageBytes, seed: seed)
         let imagePath = dir + "/image.raw"
         try Data(image).write(to: URL(fileURLWithPath: imagePath))
         try store.importMap(named: TestData.name("img"), from: FileSource(path: imagePath))
-        try store.cloneVolume(from: TestData.name("img"), named: TestData.name("vol"), sizeBytes: 32 * 1024 * 1024)
+        try store.cloneVolume(from: TestData.name("img"), named: TestData.name("vol"), sizeBytes: volumeBytes)
+        return (dir, store, backend, image)
+    }
+
+    @Test func qemuReadsAndWritesAClone() throws {
+        let (dir, store, backend, image) = try NBDTests.cloneOfAnImage(prefix: "nbd", imageBytes: 10 * 1024 * 1024 + 123, seed: 7, volumeBytes: 32 * 1024 * 1024)
 
         let device = try VolumeDevice(store: store, backend: backend, name: TestData.name("vol"))
         let socket = dir + "/vol.sock"
@@ -62,15 +70,7 @@ struct NBDTests {
     /// Small aligned reads of read-only blocks bypass the page cache (O_DIRECT): into aligned and
     /// unaligned buffers, and at the short end of the image's last block.
     @Test func smallReadsOfImageBlocksMatchTheImage() throws {
-        let dir = try TemporaryDirectory.make(prefix: "nbd-direct")
-        try PosixBackend.initialize(root: dir + "/store")
-        let backend = try PosixBackend(root: dir + "/store")
-        let store = BlockStore(backend: backend)
-        let image = TestData.random(9 * 1024 * 1024 + 321, seed: 11)
-        let imagePath = dir + "/image.raw"
-        try Data(image).write(to: URL(fileURLWithPath: imagePath))
-        try store.importMap(named: TestData.name("img"), from: FileSource(path: imagePath))
-        try store.cloneVolume(from: TestData.name("img"), named: TestData.name("vol"), sizeBytes: 16 * 1024 * 1024)
+        let (_, store, backend, image) = try NBDTests.cloneOfAnImage(prefix: "nbd-direct", imageBytes: 9 * 1024 * 1024 + 321, seed: 11, volumeBytes: 16 * 1024 * 1024)
         let device = try VolumeDevice(store: store, backend: backend, name: TestData.name("vol"))
         defer { try? device.close() }
         let padded = image + [UInt8](repeating: 0, count: 16 * 1024 * 1024 - image.count)

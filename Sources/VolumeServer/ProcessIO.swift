@@ -17,3 +17,15 @@ public func processEnvironment() -> [String: String] {
     }
     return result
 }
+
+/// Writes all of `text` to `fd` (retrying on EINTR; gives up silently when the reader is gone):
+/// the executables' stdout and stderr lines.
+public func writeAll(_ fd: Int32, _ text: String) {
+    var bytes = Array(text.utf8)[...]
+    while !bytes.isEmpty {
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        bytes = bytes.dropFirst(n)
+    }
+}
