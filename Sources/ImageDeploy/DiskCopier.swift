@@ -1,3 +1,5 @@
+import VolumeServer
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -44,7 +46,7 @@ public struct DiskCopier {
         }
         let pipeline = CopyPipeline(buffers: buffers, chunkBytes: ImageSources.chunkBytes)
         let writerState = WriterState(disk: disk, total: total, interval: progressInterval, progress: progress)
-        let writer = startThread {
+        let writer = JoinableThread.start {
             pipeline.consume { offset, bytes in try writerState.write(offset: offset, bytes) }
         }
         var expected: UInt64 = 0
@@ -67,7 +69,7 @@ public struct DiskCopier {
             readError = error
         }
         pipeline.finish()
-        pthread_join(writer, nil)
+        writer.join()
         if let failure = pipeline.failure { throw failure }
         if let readError { throw readError }
         guard fsync(disk.fd) == 0 else { throw DeployError.errno("flush", diskPath) }
@@ -299,21 +301,4 @@ final class CopyPipeline: @unchecked Sendable {
             }
         }
     }
-}
-
-/// Starts `body` on a new joinable thread.
-func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
-    final class Box: @unchecked Sendable {
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-    let context = Unmanaged.passRetained(Box(body)).toOpaque()
-    var thread = pthread_t()
-    let rc = pthread_create(&thread, nil, { raw in
-        let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-        box.body()
-        return nil
-    }, context)
-    precondition(rc == 0, "pthread_create failed: \(rc)")
-    return thread
 }

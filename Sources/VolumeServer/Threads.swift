@@ -5,11 +5,11 @@ import Musl
 #endif
 
 /// A started OS thread that can be joined.
-struct JoinableThread: @unchecked Sendable {  // pthread_t is a plain integer handle on Linux
+public struct JoinableThread: @unchecked Sendable {  // pthread_t is a plain integer handle on Linux
     let handle: pthread_t
 
     /// Runs `body` on a new thread.
-    static func start(_ body: @escaping @Sendable () -> Void) -> JoinableThread {
+    public static func start(_ body: @escaping @Sendable () -> Void) -> JoinableThread {
         final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
         var thread = pthread_t()
@@ -23,7 +23,7 @@ struct JoinableThread: @unchecked Sendable {  // pthread_t is a plain integer ha
     }
 
     /// Waits for the thread to end.
-    func join() { pthread_join(handle, nil) }
+    public func join() { pthread_join(handle, nil) }
 }
 
 /// Big-endian integer access to raw memory (the NBD wire format).
