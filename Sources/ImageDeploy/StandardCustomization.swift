@@ -21,12 +21,12 @@ public enum StandardCustomization {
             progress.emit(.info("Customizing with libguestfs (customizer = guestfs)."))
             return try GuestfsEditor(disk: diskPath, timeoutSeconds: timeout)
         case .auto:
-            if try FastExtEditor.canHandle(
-                disk: diskPath, rootPartition: plan.rootPartition, sandboxUser: config.sandboxUser, timeoutSeconds: timeout)
-            {
+            let fast = try FastExtEditor(disk: diskPath, sandboxUser: config.sandboxUser, timeoutSeconds: timeout)
+            if try fast.canCustomize(rootPartition: plan.rootPartition) {
                 progress.emit(.info("Customizing with the sandboxed ext editor (ext2/3/4 root on an msdos or GPT disk)."))
-                return try FastExtEditor(disk: diskPath, sandboxUser: config.sandboxUser, timeoutSeconds: timeout)
+                return fast
             }
+            try fast.close()
             guard GuestfsEditor.canHandle(disk: diskPath) else {
                 throw CustomizationError("the disk needs libguestfs (its root is not ext2/3/4 on an msdos or GPT label), and libguestfs is not usable on this node")
             }

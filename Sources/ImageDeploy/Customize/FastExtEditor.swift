@@ -67,10 +67,16 @@ public final class FastExtEditor: DiskEditor {
     ) throws -> Bool {
         let editor = try FastExtEditor(disk: disk, sandboxUser: sandboxUser, timeoutSeconds: timeoutSeconds, readOnly: true)
         defer { try? editor.close() }
-        guard (try? editor.partitionTable()) != nil else { return false }
+        return try editor.canCustomize(rootPartition: rootPartition)
+    }
+
+    /// The same check on this editor's disk (reads only), so that a caller that will customize
+    /// with this editor sets up its sandbox and loop devices once.
+    public func canCustomize(rootPartition: Int?) throws -> Bool {
+        guard (try? partitionTable()) != nil else { return false }
         let plan = CustomizationPlan(tasks: [], hostname: "", rootPartition: rootPartition)
-        guard let root = try? TaskRunner.findRoot(editor, plan: plan) else { return false }
-        guard let type = try editor.filesystemType(partition: root) else { return false }
+        guard let root = try? TaskRunner.findRoot(self, plan: plan) else { return false }
+        guard let type = try filesystemType(partition: root) else { return false }
         return ["ext2", "ext3", "ext4"].contains(type)
     }
 
