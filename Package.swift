@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "snf-store", targets: ["ExtStorage"]),
         .executable(name: "snf-store-bench", targets: ["StoreBench"]),
         .executable(name: "snf-image", targets: ["SnfImage"]),
+        .executable(name: "snf-network", targets: ["SnfNetwork"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -27,18 +28,21 @@ let package = Package(
         ),
         // How bytes reach a local directory: temp file, fsync, rename, flock.
         .target(name: "BlockStorePosix", dependencies: ["BlockStore"]),
+        // What every node executable shares: child processes (argv, never a shell), the process
+        // environment, writing to stdout/stderr.
+        .target(name: "NodeSupport"),
         // An in-memory backend with fault injection and the conformance suite every backend passes.
         .target(name: "BlockStoreTesting", dependencies: ["BlockStore"]),
         // libfuse 3 (Debian: libfuse3-dev), for exposing volumes as files to loop devices.
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         // The data path and the Ganeti ExtStorage provider: volume I/O with copy-on-write, the NBD
         // server, the FUSE export behind loop devices, the node daemon and its control protocol.
-        .target(name: "VolumeServer", dependencies: ["BlockStore", "BlockStorePosix", "CFuse3"]),
+        .target(name: "VolumeServer", dependencies: ["BlockStore", "BlockStorePosix", "CFuse3", "NodeSupport"]),
         // snf-store: the admin CLI and the Ganeti ExtStorage verbs (dispatched on argv[0]).
         .executableTarget(
             name: "ExtStorage",
             dependencies: [
-                "BlockStore", "BlockStorePosix", "VolumeServer",
+                "BlockStore", "BlockStorePosix", "VolumeServer", "NodeSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -52,14 +56,21 @@ let package = Package(
         // sandboxed userspace editor for ext2/3/4, and libguestfs), progress events.
         .target(
             name: "ImageDeploy",
-            dependencies: ["BlockStore", "BlockStorePosix", "VolumeServer", "CGuestfs", "CCrypt"]
+            dependencies: ["BlockStore", "BlockStorePosix", "VolumeServer", "NodeSupport", "CGuestfs", "CCrypt"]
         ),
         // snf-image: the Ganeti OS definition's scripts (create, import, export, rename, verify),
         // dispatched on argv[0], plus admin commands.
         .executableTarget(
             name: "SnfImage",
-            dependencies: ["ImageDeploy", "VolumeServer", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ImageDeploy", "VolumeServer", "NodeSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // NIC plumbing for Ganeti's KVM and Xen hypervisors: the NIC environment, validation, the
+        // plan (routes, rules, neighbour proxies, bridge or OVS port, nftables anti-spoofing and
+        // firewall profiles, DHCP and router advertisements), applying it and undoing it.
+        .target(name: "NetworkSetup", dependencies: ["NodeSupport"]),
+        // snf-network: Ganeti's NIC up/down scripts, the Xen vif script and the cleanup hook,
+        // dispatched on argv[0].
+        .executableTarget(name: "SnfNetwork", dependencies: ["NetworkSetup", "NodeSupport"]),
         // snf-store-bench: in-process timings for Benchmarks/store-bench (never run by the tests).
         .executableTarget(name: "StoreBench", dependencies: ["BlockStore", "BlockStorePosix"]),
         .testTarget(
@@ -72,8 +83,9 @@ let package = Package(
         ),
         .testTarget(
             name: "ImageDeployTests",
-            dependencies: ["ImageDeploy", "BlockStore", "BlockStorePosix", "BlockStoreTesting"]
+            dependencies: ["ImageDeploy", "NodeSupport", "BlockStore", "BlockStorePosix", "BlockStoreTesting"]
         ),
+        .testTarget(name: "NetworkSetupTests", dependencies: ["NetworkSetup", "NodeSupport"]),
         .testTarget(
             name: "ExtStorageTests",
             dependencies: ["ExtStorage", "BlockStore", "BlockStorePosix", "BlockStoreTesting"]

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlockStore
 import BlockStorePosix
+import NodeSupport
 import VolumeServer
 
 #if canImport(Glibc)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ImageDeploy
+import NodeSupport
 import VolumeServer
 
 #if canImport(Glibc)

@@ -1,3 +1,5 @@
+import NodeSupport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -43,23 +45,11 @@ public struct NodeConfig: Sendable, Equatable {
 
     /// The text of a small configuration file (at most 1 MiB), nil when it does not exist.
     public static func readConfigurationFile(_ file: String) throws -> String? {
-        let fd = open(file, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            if errno == ENOENT { return nil }
-            throw ServerError.errno("read the configuration file", file)
+        do {
+            return try readConfigurationText(file)
+        } catch {
+            throw ServerError(error.message)
         }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw ServerError.errno("read the configuration file", file) }
-            if n == 0 { break }
-            bytes += chunk[0..<n]
-            guard bytes.count < 1 << 20 else { throw ServerError("the configuration file \(file) is too large") }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// The settings in `file`; empty when the file does not exist.

@@ -1,3 +1,4 @@
+import NodeSupport
 import BlockStoreTesting
 import Testing
 

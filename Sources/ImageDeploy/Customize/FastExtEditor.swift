@@ -4,6 +4,7 @@
 // debugfs, which resolves paths (and symlinks) inside the image's filesystem.
 
 #if canImport(Glibc)
+import NodeSupport
 import Glibc
 #elseif canImport(Musl)
 import Musl

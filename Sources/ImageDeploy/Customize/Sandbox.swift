@@ -14,6 +14,7 @@
 // which the owner calls on every path (deinit too, as a safety net).
 
 #if canImport(Glibc)
+import NodeSupport
 import Glibc
 #elseif canImport(Musl)
 import Musl

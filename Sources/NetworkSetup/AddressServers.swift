@@ -1,0 +1,163 @@
+// Addresses for the guest behind a routed tap: DHCPv4 from dnsmasq (a static lease: the NIC's
+// Ganeti IP for its MAC, the network's gateway, the instance's host name) and router
+// advertisements from radvd (the network's /64, autonomous, so SLAAC gives the EUI-64 address).
+// One dnsmasq and one radvd per tap, each with its own configuration and pid file under the state
+// directory, so starting or stopping one NIC never disturbs another. Also the nfdhcpd binding
+// file, for operators who run nfdhcpd instead.
+
+import NodeSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+enum AddressServers {
+    static func directory(_ config: NetworkConfig) -> String { config.stateDirectory + "/dhcp" }
+    static func dnsmasqConf(_ config: NetworkConfig, _ interface: String) -> String { directory(config) + "/dnsmasq-\(interface).conf" }
+    static func dnsmasqPid(_ config: NetworkConfig, _ interface: String) -> String { directory(config) + "/dnsmasq-\(interface).pid" }
+    static func radvdConf(_ config: NetworkConfig, _ interface: String) -> String { directory(config) + "/radvd-\(interface).conf" }
+    static func radvdPid(_ config: NetworkConfig, _ interface: String) -> String { directory(config) + "/radvd-\(interface).pid" }
+
+    /// Whether `nic` gets DHCPv4 from us: a routed NIC on a network with a subnet.
+    static func servesDHCP(_ nic: NICRequest, _ config: NetworkConfig) -> Bool {
+        config.dhcp == .dnsmasq && nic.mode == .routed && nic.ip != nil && nic.network.subnet != nil
+    }
+
+    static func servesRA(_ nic: NICRequest, _ config: NetworkConfig) -> Bool {
+        config.dhcp == .dnsmasq && nic.mode == .routed && nic.network.subnet6 != nil
+    }
+
+    /// dnsmasq's configuration for `nic`: DHCP only (port=0: no DNS), on the tap alone.
+    static func dnsmasqConfiguration(_ nic: NICRequest, _ config: NetworkConfig) -> String {
+        let subnet = nic.network.subnet!
+        var lines = [
+            "# written by snf-network for \(nic.interface) (instance \(nic.instance)); do not edit",
+            "port=0",
+            "interface=\(nic.interface)",
+            "bind-interfaces",
+            "dhcp-authoritative",
+            "leasefile-ro",
+            "dhcp-range=\(subnet.address),static,\(subnet.netmask),12h",
+            // The tap's own address (dhcp_server_ip) is not in the subnet: serve the subnet there.
+            "shared-network=\(nic.interface),\(nic.ip!)",
+            "dhcp-host=\(nic.mac),\(nic.ip!),\(nic.hostname),12h",
+            "pid-file=\(dnsmasqPid(config, nic.interface))",
+            "log-facility=\(directory(config))/dnsmasq-\(nic.interface).log",
+        ]
+        if let gateway = nic.network.gateway {
+            lines.append("dhcp-option=option:router,\(gateway)")
+        } else {
+            lines.append("dhcp-option=option:router")
+        }
+        if config.nameservers.isEmpty {
+            lines.append("dhcp-option=option:dns-server")
+        } else {
+            lines.append("dhcp-option=option:dns-server,\(config.nameservers.map(\.description).joined(separator: ","))")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// radvd's configuration for `nic`: the network's /64, not on-link (every packet goes through
+    /// the host, which routes it), autonomous (SLAAC).
+    static func radvdConfiguration(_ nic: NICRequest) -> String {
+        """
+        # written by snf-network for \(nic.interface) (instance \(nic.instance)); do not edit
+        interface \(nic.interface) {
+            AdvSendAdvert on;
+            IgnoreIfMissing on;
+            MinRtrAdvInterval 30;
+            MaxRtrAdvInterval 100;
+            prefix \(nic.network.subnet6!) {
+                AdvOnLink off;
+                AdvAutonomous on;
+                AdvRouterAddr off;
+            };
+        };
+
+        """
+    }
+
+    /// Starts dnsmasq and radvd as `nic` needs them (after stopping any left for its interface).
+    static func start(_ nic: NICRequest, _ config: NetworkConfig) throws(NetworkError) {
+        stop(interface: nic.interface, config)
+        guard servesDHCP(nic, config) || servesRA(nic, config) else { return }
+        try HostTools.makeDirectories(directory(config))
+        if servesDHCP(nic, config) {
+            let conf = dnsmasqConf(config, nic.interface)
+            try HostTools.writeFileAtomically(conf, dnsmasqConfiguration(nic, config))
+            try daemon("dnsmasq", ["--conf-file=\(conf)"], what: "dnsmasq for \(nic.interface)")
+        }
+        if servesRA(nic, config) {
+            let conf = radvdConf(config, nic.interface)
+            try HostTools.writeFileAtomically(conf, radvdConfiguration(nic))
+            try daemon("radvd", ["--config", conf, "--pidfile", radvdPid(config, nic.interface)], what: "radvd for \(nic.interface)")
+        }
+    }
+
+    /// Starts a daemon that detaches itself; its startup errors come back as a non-zero exit.
+    static func daemon(_ tool: String, _ arguments: [String], what: String) throws(NetworkError) {
+        let path: String
+        do {
+            path = try ChildProcess.locate(tool)
+        } catch {
+            throw .failed("\(tool) is not installed (needed for \(what))")
+        }
+        do {
+            // Its stdout and stderr are pipes we stop reading once it exits; the detached daemon
+            // must not keep Ganeti's output pipe open, and it never sees it (a clean spawn).
+            let output = try ChildProcess.run(path, arguments, timeoutSeconds: 20, outputLimit: 1 << 20, what: what, reapGroup: false)
+            guard output.exitCode == 0 else {
+                let tail = output.stderrTail.split(separator: "\n").last.map(String.init) ?? "exit status \(output.exitCode.map(String.init) ?? "signal")"
+                throw NetworkError.failed("\(what) did not start: \(tail)")
+            }
+        } catch let error as NetworkError {
+            throw error
+        } catch {
+            throw .failed("\(error)")
+        }
+    }
+
+    /// Stops the dnsmasq and radvd of `interface`, if running, and removes their files.
+    static func stop(interface: String, _ config: NetworkConfig) {
+        stopDaemon(pidFile: dnsmasqPid(config, interface), conf: dnsmasqConf(config, interface))
+        stopDaemon(pidFile: radvdPid(config, interface), conf: radvdConf(config, interface))
+        for file in [dnsmasqConf(config, interface), radvdConf(config, interface), directory(config) + "/dnsmasq-\(interface).log"] {
+            HostTools.remove(file)
+        }
+    }
+
+    /// Kills the process in `pidFile` if, and only if, its command line names `conf` (a pid
+    /// reused by another process is left alone), and waits up to 2 s for it to go.
+    static func stopDaemon(pidFile: String, conf: String) {
+        defer { HostTools.remove(pidFile) }
+        guard let text = HostTools.readFile(pidFile), let pid = pid_t(text.trimmingCharacters(in: " \n\t")), pid > 1 else { return }
+        guard let cmdline = HostTools.readFile("/proc/\(pid)/cmdline"), cmdline.contains(conf) else { return }
+        kill(pid, SIGTERM)
+        for attempt in 0..<200 {
+            if kill(pid, 0) != 0 { return }
+            if let stat = HostTools.readFile("/proc/\(pid)/stat"), stat.contains(") Z ") { return }
+            if attempt == 100 { kill(pid, SIGKILL) }
+            usleep(10_000)
+        }
+    }
+
+    /// The nfdhcpd binding file (`<nfdhcpd_dir>/<interface>`), in nfdhcpd's KEY=VALUE format.
+    static func nfdhcpdBinding(_ nic: NICRequest) -> String {
+        var lines = [
+            "INDEV=\(nic.mode == .routed ? nic.interface : nic.link)",
+            "IP=\(nic.ip.map(\.description) ?? "")",
+            "MAC=\(nic.mac)",
+            "HOSTNAME=\(nic.instance)",
+            "TAGS=\"\(nic.network.tags.joined(separator: " "))\"",
+            "GATEWAY=\(nic.network.gateway.map(\.description) ?? "")",
+            "SUBNET=\(nic.network.subnet.map(\.description) ?? "")",
+            "GATEWAY6=\(nic.network.gateway6.map(\.description) ?? "")",
+            "SUBNET6=\(nic.network.subnet6.map(\.description) ?? "")",
+            "EUI64=\(nic.eui64.map(\.description) ?? "")",
+        ]
+        lines.append("")
+        return lines.joined(separator: "\n")
+    }
+}

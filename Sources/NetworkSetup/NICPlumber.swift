@@ -1,0 +1,270 @@
+// Bringing one NIC up or down: under a host-wide lock, `up` first undoes whatever an earlier `up`
+// left for the interface (from the state it saved), saves the new state, then applies: the link,
+// the bridge or OVS port or the routes, rules and neighbour proxies, one nft transaction, the
+// DHCP and RA servers, the nfdhcpd binding file. If any step fails, everything for that
+// interface is undone. `down` undoes by name and by the saved state, ignores what is already
+// gone, and so may run any number of times.
+
+import NodeSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+public struct NICPlumber: Sendable {
+    public var config: NetworkConfig
+
+    public init(config: NetworkConfig) { self.config = config }
+
+    // MARK: State
+
+    func statePath(_ interface: String) -> String { config.nicDirectory + "/" + interface }
+
+    /// Saves what `up` applied for `nic`: its environment and the uplink found for its neighbour proxy.
+    func saveState(_ nic: NICRequest, uplink6: String?) throws(NetworkError) {
+        try HostTools.makeDirectories(config.nicDirectory)
+        var lines = nic.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        if let uplink6 { lines.append("SNF_UPLINK6=\(uplink6)") }
+        try HostTools.writeFileAtomically(statePath(nic.interface), lines.joined(separator: "\n") + "\n", mode: 0o600)
+    }
+
+    /// The saved state of `interface`: its NIC environment (plus SNF_* keys), nil when none.
+    public func loadState(_ interface: String) -> [String: String]? {
+        guard let text = HostTools.readFile(statePath(interface)) else { return nil }
+        var env: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            guard let eq = line.firstIndex(of: "=") else { continue }
+            env[String(line[..<eq])] = String(line[line.index(after: eq)...])
+        }
+        return env
+    }
+
+    /// The interfaces with saved state.
+    public func recordedInterfaces() -> [String] {
+        guard let dir = opendir(config.nicDirectory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if NICRequest.isInterfaceName(name), !name.hasSuffix(".new"), name != ".", name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// Runs `body` holding the host-wide lock (NIC scripts of several instances may run at once).
+    func locked<T>(_ body: () throws(NetworkError) -> T) throws(NetworkError) -> T {
+        try HostTools.makeDirectories(config.stateDirectory)
+        let fd = open(config.lockFile, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .failed("cannot open \(config.lockFile): \(ChildProcess.errnoText())") }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw .failed("cannot lock \(config.lockFile): \(ChildProcess.errnoText())") }
+        }
+        return try body()
+    }
+
+    // MARK: Up
+
+    /// Checks what must hold on the host before anything changes: the interface, the bridge, the
+    /// routing table, the tools.
+    func preflight(_ nic: NICRequest) throws(NetworkError) -> Int? {
+        guard HostTools.interfaceExists(nic.interface) else { throw .failed("interface \(nic.interface) does not exist") }
+        var table: Int? = nil
+        switch nic.mode {
+        case .routed:
+            guard let number = HostTools.routingTable(nic.link) else {
+                throw .bad("LINK \(nic.link) names no routing table (not a number, not in /etc/iproute2/rt_tables)")
+            }
+            guard ![253, 254, 255].contains(number) else { throw .bad("LINK \(nic.link) is a system routing table") }
+            table = number
+            if AddressServers.servesDHCP(nic, config), !HostTools.isInstalled("dnsmasq") {
+                throw .failed("dnsmasq is not installed (DHCP for routed NICs; set dhcp = none in \(NetworkConfig.defaultFile) to go without)")
+            }
+            if AddressServers.servesRA(nic, config), !HostTools.isInstalled("radvd") {
+                throw .failed("radvd is not installed (router advertisements for routed NICs; set dhcp = none to go without)")
+            }
+        case .bridged:
+            guard HostTools.interfaceExists(nic.link), HostTools.isBridge(nic.link) else {
+                throw .bad("LINK \(nic.link) is not a bridge on this host")
+            }
+        case .openvswitch:
+            guard HostTools.isInstalled("ovs-vsctl") else { throw .bad("MODE openvswitch, but Open vSwitch (ovs-vsctl) is not installed") }
+            guard (try? HostTools.run("ovs-vsctl", ["br-exists", nic.link], check: false))?.exitCode == 0 else {
+                throw .bad("LINK \(nic.link) is not an Open vSwitch bridge on this host")
+            }
+        }
+        guard HostTools.isInstalled("nft") else { throw .failed("nft (nftables) is not installed") }
+        guard HostTools.isInstalled("ip") else { throw .failed("ip (iproute2) is not installed") }
+        return table
+    }
+
+    /// Brings `nic` up. Throws `badInput` before anything changed, or `failed` after undoing
+    /// everything for the interface.
+    public func up(_ nic: NICRequest, xen: Bool = false) throws(NetworkError) {
+        try locked { () throws(NetworkError) in
+            let table = try preflight(nic)
+            cleanup(interface: nic.interface, fallback: nic.environment)
+            let uplink6 = table.flatMap { nic.network.subnet6 != nil ? HostTools.defaultRouteDevice(table: $0, family: "inet6") : nil }
+            try saveState(nic, uplink6: uplink6)
+            do throws(NetworkError) {
+                try apply(nic, table: table, uplink6: uplink6, xen: xen)
+            } catch {
+                cleanup(interface: nic.interface, fallback: nic.environment)
+                throw error
+            }
+        }
+    }
+
+    func apply(_ nic: NICRequest, table: Int?, uplink6: String?, xen: Bool) throws(NetworkError) {
+        let dev = nic.interface
+        switch nic.mode {
+        case .routed:
+            let table = String(table!)
+            var link: [String] = []
+            if !xen { link.append("link set dev \(dev) address \(config.tapConstantMAC)") }
+            link.append("link set dev \(dev) up")
+            try HostTools.run("ip", ["-batch", "-"], stdin: link.joined(separator: "\n") + "\n")
+            try HostTools.setSysctl("net/ipv4/conf/\(dev)/proxy_arp", "1")
+            try HostTools.setSysctl("net/ipv4/conf/\(dev)/rp_filter", "0")
+            if access("/proc/sys/net/ipv6/conf/\(dev)", F_OK) == 0 {
+                try HostTools.setSysctl("net/ipv6/conf/\(dev)/accept_ra", "0")
+            }
+            var v4: [String] = []
+            if AddressServers.servesDHCP(nic, config) {
+                v4.append("address replace \(config.dhcpServerIP)/32 dev \(dev) scope link")
+            }
+            v4 += ["rule add iif \(dev) table \(table)", "route replace \(nic.ip!)/32 dev \(dev) table \(table)"]
+            try HostTools.run("ip", ["-batch", "-"], stdin: v4.joined(separator: "\n") + "\n")
+            if let eui64 = nic.eui64 {
+                var v6 = ["rule add iif \(dev) table \(table)", "route replace \(eui64)/128 dev \(dev) table \(table)"]
+                if let uplink6 { v6.append("neigh replace proxy \(eui64) dev \(uplink6)") }
+                try HostTools.run("ip", ["-6", "-batch", "-"], stdin: v6.joined(separator: "\n") + "\n")
+            }
+        case .bridged:
+            try HostTools.run("ip", ["-batch", "-"], stdin: "link set dev \(dev) master \(nic.link)\nlink set dev \(dev) up\n")
+        case .openvswitch:
+            var port = ["--", "--if-exists", "del-port", dev, "--", "add-port", nic.link, dev]
+            if let access = nic.vlan?.access { port.append("tag=\(access)") }
+            if let trunks = nic.vlan?.trunks, !trunks.isEmpty { port.append("trunks=\(trunks.map(String.init).joined(separator: ","))") }
+            try HostTools.run("ovs-vsctl", port)
+            try HostTools.run("ip", ["link", "set", "dev", dev, "up"])
+        }
+        let existing = try filterChains()
+        try HostTools.run("nft", ["-f", "-"], stdin: FilterPlan.transaction(interface: dev, nic: nic, existing: existing, macMask: config.macMask))
+        try AddressServers.start(nic, config)
+        if nic.wantsNfdhcpdBinding {
+            try HostTools.makeDirectories(config.nfdhcpdDirectory)
+            try HostTools.writeFileAtomically(config.nfdhcpdDirectory + "/" + dev, AddressServers.nfdhcpdBinding(nic))
+        }
+    }
+
+    /// The chains in our nft table (empty when it does not exist).
+    func filterChains() throws(NetworkError) -> Set<String> {
+        let output = try HostTools.run("nft", ["list", "table", "netdev", FilterPlan.table], check: false)
+        if output.exitCode != 0 {
+            if output.stderrText.contains("No such file or directory") { return [] }
+            throw .failed("nft list table netdev \(FilterPlan.table): \(output.stderrTail)")
+        }
+        return FilterPlan.parseChains(output.stdoutText)
+    }
+
+    // MARK: Down
+
+    /// Takes `interface` down: undoes what `up` applied (from its saved state, else from
+    /// `environment` when it describes a NIC), ignoring what is already gone.
+    public func down(interface: String, environment: [String: String] = [:]) throws(NetworkError) {
+        guard NICRequest.isInterfaceName(interface) else { throw .bad("INTERFACE \(interface.debugDescription) is not a network interface name") }
+        try locked { () throws(NetworkError) in
+            if let problem = cleanup(interface: interface, fallback: environment) { throw .failed(problem) }
+        }
+    }
+
+    /// Undoes everything for `interface`; returns the first problem that left something behind
+    /// (a failed nft transaction), nil when the interface is clean.
+    @discardableResult
+    func cleanup(interface dev: String, fallback: [String: String]) -> String? {
+        let saved = loadState(dev)
+        var env = saved ?? fallback
+        env["INTERFACE"] = dev
+        let nic = try? NICRequest(environment: env)
+        var problem: String? = nil
+
+        AddressServers.stop(interface: dev, config)
+        do {
+            let existing = try filterChains()
+            let (ingress, egress) = FilterPlan.chains(of: dev)
+            if existing.contains(ingress) || existing.contains(egress) || existing.subtracting(FilterPlan.sharedChains).isEmpty && !existing.isEmpty {
+                try HostTools.run("nft", ["-f", "-"], stdin: FilterPlan.transaction(interface: dev, nic: nil, existing: existing, macMask: config.macMask))
+            }
+        } catch {
+            problem = error.message
+        }
+        // Policy rules name the interface whatever the table: delete until none is left.
+        for family in ["-4", "-6"] {
+            for _ in 0..<64 {
+                guard let out = try? HostTools.run("ip", [family, "rule", "del", "iif", dev], check: false), out.exitCode == 0 else { break }
+            }
+        }
+        if let nic, nic.mode == .routed {
+            var v4: [String] = []
+            var v6: [String] = []
+            if let table = HostTools.routingTable(nic.link), let ip = nic.ip {
+                v4.append("route del \(ip)/32 table \(table)")
+                if let eui64 = nic.eui64 { v6.append("route del \(eui64)/128 table \(table)") }
+            }
+            if let eui64 = nic.eui64, let uplink6 = env["SNF_UPLINK6"], NICRequest.isInterfaceName(uplink6) {
+                v6.append("neigh del proxy \(eui64) dev \(uplink6)")
+            }
+            if HostTools.interfaceExists(dev) {
+                v4.append("address del \(config.dhcpServerIP)/32 dev \(dev)")
+            }
+            if !v4.isEmpty { _ = try? HostTools.run("ip", ["-force", "-batch", "-"], stdin: v4.joined(separator: "\n") + "\n", check: false) }
+            if !v6.isEmpty { _ = try? HostTools.run("ip", ["-6", "-force", "-batch", "-"], stdin: v6.joined(separator: "\n") + "\n", check: false) }
+        }
+        if let nic, nic.mode == .bridged, HostTools.interfaceExists(dev), HostTools.master(of: dev) == nic.link {
+            // Unfiltered, it must not stay on the bridge.
+            _ = try? HostTools.run("ip", ["link", "set", "dev", dev, "nomaster"], check: false)
+        }
+        if nic?.mode == .openvswitch, HostTools.isInstalled("ovs-vsctl") {
+            _ = try? HostTools.run("ovs-vsctl", ["--if-exists", "del-port", dev], check: false)
+        }
+        HostTools.remove(config.nfdhcpdDirectory + "/" + dev)
+        if problem == nil { HostTools.remove(statePath(dev)) }
+        return problem
+    }
+
+    // MARK: Hooks
+
+    /// After an instance stopped, was removed or migrated away: `down` for each NIC recorded for
+    /// `instance` whose interface is gone (on a migration target the taps exist, and stay).
+    /// Returns the interfaces taken down.
+    public func downStale(instance: String?) throws(NetworkError) -> [String] {
+        var done: [String] = []
+        var problems: [String] = []
+        for dev in recordedInterfaces() {
+            guard let state = loadState(dev) else { continue }
+            if let instance, state["INSTANCE"] != instance { continue }
+            if HostTools.interfaceExists(dev) { continue }
+            do {
+                try down(interface: dev)
+                done.append(dev)
+            } catch {
+                problems.append("\(dev): \(error.message)")
+            }
+        }
+        if let first = problems.first { throw .failed(first) }
+        return done
+    }
+
+    /// `down` for every recorded NIC.
+    public func downAll() throws(NetworkError) -> [String] {
+        var done: [String] = []
+        for dev in recordedInterfaces() {
+            try down(interface: dev)
+            done.append(dev)
+        }
+        return done
+    }
+}

@@ -1,0 +1,88 @@
+import Testing
+
+@testable import NetworkSetup
+
+@Suite struct PlanTests {
+    let mask = MACAddress("ff:ff:f0:00:00:00")!
+
+    @Test func chainNamesAreSafeAndDistinct() {
+        #expect(FilterPlan.chains(of: "tap0").ingress == "in_74617030")
+        #expect(FilterPlan.chains(of: "gnt.com.0") != FilterPlan.chains(of: "gnt_com_0"))
+        #expect(FilterPlan.chains(of: "gnt.com.0").egress.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" })
+    }
+
+    @Test func upTransaction() throws {
+        let nic = try request(["NETWORK_SUBNET6": "2001:db8:99::/64", "TAGS": "synnefo:network:0:protected"])
+        let script = FilterPlan.transaction(interface: "tap0", nic: nic, existing: [], macMask: mask)
+        #expect(script.contains("add chain netdev snf_network in_74617030 { type filter hook ingress device \"tap0\" priority 0; policy accept; }"))
+        #expect(script.contains("add rule netdev snf_network in_74617030 ether saddr != aa:00:00:22:aa:ea drop"))
+        #expect(script.contains("ip saddr != 10.250.78.2 drop"))
+        #expect(script.contains("ip6 saddr != { fe80::/64, 2001:db8:99:0:a800:ff:fe22:aaea } drop"))
+        #expect(script.contains("add rule netdev snf_network out_74617030 jump protected"))
+        // Again, with the chains there: flushed and refilled, never added twice.
+        let again = FilterPlan.transaction(interface: "tap0", nic: nic, existing: ["protected", "limited", "in_74617030", "out_74617030"], macMask: mask)
+        #expect(again.contains("flush chain netdev snf_network in_74617030"))
+        #expect(!again.contains("add chain netdev snf_network in_74617030"))
+        // Without a profile the egress chain goes.
+        let open = FilterPlan.transaction(interface: "tap0", nic: try request([:]), existing: ["protected", "limited", "in_74617030", "out_74617030"], macMask: mask)
+        #expect(open.contains("delete chain netdev snf_network out_74617030"))
+    }
+
+    @Test func downTransaction() {
+        // The last NIC: the whole table goes.
+        #expect(FilterPlan.transaction(interface: "tap0", nic: nil, existing: ["protected", "limited", "in_74617030"], macMask: mask)
+            == "add table netdev snf_network\ndelete table netdev snf_network\n")
+        // Others remain: only this NIC's chains go.
+        let script = FilterPlan.transaction(interface: "tap0", nic: nil, existing: ["protected", "in_74617030", "out_74617030", "in_74617031"], macMask: mask)
+        #expect(script.contains("delete chain netdev snf_network in_74617030"))
+        #expect(script.contains("delete chain netdev snf_network out_74617030"))
+        #expect(!script.contains("delete table"))
+    }
+
+    @Test func privateFiltered() throws {
+        let nic = try request(["MODE": "bridged", "LINK": "br0", "NETWORK_TAGS": "private-filtered"])
+        let rules = FilterPlan.egressRules(nic, macMask: mask)
+        #expect(rules == ["ether saddr & ff:ff:f0:00:00:00 != aa:00:00:00:00:00 drop"])
+    }
+
+    @Test func parseListing() {
+        let listing = """
+            table netdev snf_network {
+            \tchain protected {
+            \t\tdrop
+            \t}
+
+            \tchain in_74617030 {
+            \t\ttype filter hook ingress device "tap0" priority filter; policy accept;
+            \t}
+            }
+            """
+        #expect(FilterPlan.parseChains(listing) == ["protected", "in_74617030"])
+    }
+
+    @Test func dhcpAndRAConfiguration() throws {
+        let nic = try request(["NETWORK_SUBNET6": "2001:db8:99::/64"])
+        var config = NetworkConfig()
+        config.stateDirectory = "/run/x"
+        let dnsmasq = AddressServers.dnsmasqConfiguration(nic, config)
+        for line in ["port=0", "interface=tap0", "dhcp-range=10.250.78.0,static,255.255.255.0,12h", "shared-network=tap0,10.250.78.2",
+            "dhcp-host=aa:00:00:22:aa:ea,10.250.78.2,kvm1,12h", "dhcp-option=option:router,10.250.78.1", "pid-file=/run/x/dhcp/dnsmasq-tap0.pid"]
+        {
+            #expect(dnsmasq.split(separator: "\n").contains(Substring(line)), "\(line)")
+        }
+        let radvd = AddressServers.radvdConfiguration(nic)
+        #expect(radvd.contains("prefix 2001:db8:99::/64 {"))
+        #expect(radvd.contains("AdvAutonomous on;"))
+        #expect(AddressServers.servesDHCP(nic, config) && AddressServers.servesRA(nic, config))
+        config.dhcp = .none
+        #expect(!AddressServers.servesDHCP(nic, config))
+        #expect(!AddressServers.servesDHCP(try request(["MODE": "bridged", "LINK": "br0"]), NetworkConfig()))
+    }
+
+    @Test func nfdhcpdBinding() throws {
+        let nic = try request(["NETWORK_SUBNET6": "2001:db8:99::/64", "NETWORK_TAGS": "nfdhcpd"])
+        let text = AddressServers.nfdhcpdBinding(nic)
+        #expect(text.contains("INDEV=tap0\nIP=10.250.78.2\nMAC=aa:00:00:22:aa:ea\nHOSTNAME=kvm1.ganeti.test\nTAGS=\"nfdhcpd\"\n"))
+        #expect(text.contains("EUI64=2001:db8:99:0:a800:ff:fe22:aaea"))
+    }
+}
