@@ -1,9 +1,12 @@
-// Addresses for the guest behind a routed tap: DHCPv4 from dnsmasq (a static lease: the NIC's
-// Ganeti IP for its MAC, the network's gateway, the instance's host name) and router
-// advertisements from radvd (the network's /64, autonomous, so SLAAC gives the EUI-64 address).
-// One dnsmasq and one radvd per tap, each with its own configuration and pid file under the state
-// directory, so starting or stopping one NIC never disturbs another. Also the nfdhcpd binding
-// file, for operators who run nfdhcpd instead.
+// Addresses for the guest: DHCPv4 from dnsmasq (a static lease: the NIC's Ganeti IP for its MAC,
+// the network's gateway, the instance's host name) and, behind routed taps, router advertisements
+// from radvd (the network's /64, autonomous, so SLAAC gives the EUI-64 address).
+// Routed NICs: one dnsmasq and one radvd per tap, each with its own configuration and pid file
+// under the state directory, so starting or stopping one NIC never disturbs another.
+// Bridged NICs on networks tagged `dhcp`: one dnsmasq per bridge serving every such NIC on it,
+// rewritten and restarted when one comes or goes (the bridge's own router sends the RAs).
+// dnsmasq answers only the MACs it was given (static ranges), never anyone else on the bridge.
+// Also the nfdhcpd binding file, for operators who run nfdhcpd instead.
 
 import NodeSupport
 
@@ -20,9 +23,20 @@ enum AddressServers {
     static func radvdConf(_ config: NetworkConfig, _ interface: String) -> String { directory(config) + "/radvd-\(interface).conf" }
     static func radvdPid(_ config: NetworkConfig, _ interface: String) -> String { directory(config) + "/radvd-\(interface).pid" }
 
-    /// Whether `nic` gets DHCPv4 from us: a routed NIC on a network with a subnet.
+    static func bridgeKey(_ bridge: String) -> String { "br-" + bridge }
+
+    /// The network tag that asks for DHCP on a bridged network.
+    static let bridgedDHCPTag = "dhcp"
+
+    /// Whether `nic` gets DHCPv4 from us: a routed NIC on a network with a subnet, or a bridged
+    /// one on such a network tagged `dhcp`.
     static func servesDHCP(_ nic: NICRequest, _ config: NetworkConfig) -> Bool {
-        config.dhcp == .dnsmasq && nic.mode == .routed && nic.ip != nil && nic.network.subnet != nil
+        guard config.dhcp == .dnsmasq, nic.ip != nil, nic.network.subnet != nil else { return false }
+        switch nic.mode {
+        case .routed: return true
+        case .bridged: return nic.network.tags.contains(bridgedDHCPTag)
+        case .openvswitch: return false
+        }
     }
 
     static func servesRA(_ nic: NICRequest, _ config: NetworkConfig) -> Bool {
@@ -79,9 +93,59 @@ enum AddressServers {
         """
     }
 
-    /// Starts dnsmasq and radvd as `nic` needs them (after stopping any left for its interface).
+    /// dnsmasq's configuration for the bridged NICs `nics` (all on `bridge`, all served).
+    static func bridgeConfiguration(bridge: String, nics: [NICRequest], _ config: NetworkConfig) -> String {
+        let key = bridgeKey(bridge)
+        var lines = [
+            "# written by snf-network for the bridged NICs on \(bridge); do not edit",
+            "port=0",
+            "interface=\(bridge)",
+            "bind-interfaces",
+            "dhcp-authoritative",
+            "leasefile-ro",
+            "pid-file=\(dnsmasqPid(config, key))",
+            "log-facility=\(directory(config))/dnsmasq-\(key).log",
+        ]
+        var subnets: [IPv4Network] = []
+        for nic in nics {
+            let subnet = nic.network.subnet!
+            guard !subnets.contains(subnet) else { continue }
+            let tag = "s\(subnets.count)"
+            subnets.append(subnet)
+            lines += [
+                "dhcp-range=set:\(tag),\(subnet.address),static,\(subnet.netmask),12h",
+                "shared-network=\(bridge),\(nic.ip!)",
+                "dhcp-option=tag:\(tag),option:router" + (nic.network.gateway.map { ",\($0)" } ?? ""),
+            ]
+        }
+        for nic in nics { lines.append("dhcp-host=\(nic.mac),\(nic.ip!),\(nic.hostname),12h") }
+        lines.append("dhcp-option=option:dns-server" + config.nameservers.map { ",\($0)" }.joined())
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Makes the dnsmasq of `bridge` serve exactly `nics` (stopped, and the bridge's server
+    /// address removed, when there are none).
+    static func refreshBridge(_ bridge: String, nics: [NICRequest], _ config: NetworkConfig) throws(NetworkError) {
+        let key = bridgeKey(bridge)
+        stop(interface: key, config)
+        guard !nics.isEmpty else {
+            if HostTools.interfaceExists(bridge) {
+                _ = try? HostTools.run("ip", ["address", "del", "\(config.dhcpServerIP)/32", "dev", bridge], check: false)
+            }
+            return
+        }
+        try HostTools.makeDirectories(directory(config))
+        try HostTools.run("ip", ["address", "replace", "\(config.dhcpServerIP)/32", "dev", bridge, "scope", "link"])
+        let conf = dnsmasqConf(config, key)
+        try HostTools.writeFileAtomically(conf, bridgeConfiguration(bridge: bridge, nics: nics, config))
+        try daemon("dnsmasq", ["--conf-file=\(conf)"], what: "dnsmasq for bridge \(bridge)")
+    }
+
+    /// Starts dnsmasq and radvd as the routed `nic` needs them (after stopping any left for its
+    /// interface). Bridged NICs go through `refreshBridge`.
     static func start(_ nic: NICRequest, _ config: NetworkConfig) throws(NetworkError) {
         stop(interface: nic.interface, config)
+        guard nic.mode == .routed else { return }
         guard servesDHCP(nic, config) || servesRA(nic, config) else { return }
         try HostTools.makeDirectories(directory(config))
         if servesDHCP(nic, config) {

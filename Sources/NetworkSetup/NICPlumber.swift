@@ -154,10 +154,24 @@ public struct NICPlumber: Sendable {
         let existing = try filterChains()
         try HostTools.run("nft", ["-f", "-"], stdin: FilterPlan.transaction(interface: dev, nic: nic, existing: existing, macMask: config.macMask))
         try AddressServers.start(nic, config)
+        if nic.mode == .bridged { try refreshBridgeDHCP(nic.link, excluding: nil) }
         if nic.wantsNfdhcpdBinding {
             try HostTools.makeDirectories(config.nfdhcpdDirectory)
             try HostTools.writeFileAtomically(config.nfdhcpdDirectory + "/" + dev, AddressServers.nfdhcpdBinding(nic))
         }
+    }
+
+    /// Restarts the dnsmasq of `bridge` for the bridged NICs recorded on it that want DHCP
+    /// (without `excluding`, which is going down).
+    func refreshBridgeDHCP(_ bridge: String, excluding: String?) throws(NetworkError) {
+        var nics: [NICRequest] = []
+        for dev in recordedInterfaces() where dev != excluding {
+            guard let state = loadState(dev), state["MODE"] == NICMode.bridged.rawValue, state["LINK"] == bridge,
+                let nic = try? NICRequest(environment: state), AddressServers.servesDHCP(nic, config)
+            else { continue }
+            nics.append(nic)
+        }
+        try AddressServers.refreshBridge(bridge, nics: nics, config)
     }
 
     /// The chains in our nft table (empty when it does not exist).
@@ -223,9 +237,18 @@ public struct NICPlumber: Sendable {
             if !v4.isEmpty { _ = try? HostTools.run("ip", ["-force", "-batch", "-"], stdin: v4.joined(separator: "\n") + "\n", check: false) }
             if !v6.isEmpty { _ = try? HostTools.run("ip", ["-6", "-force", "-batch", "-"], stdin: v6.joined(separator: "\n") + "\n", check: false) }
         }
-        if let nic, nic.mode == .bridged, HostTools.interfaceExists(dev), HostTools.master(of: dev) == nic.link {
-            // Unfiltered, it must not stay on the bridge.
-            _ = try? HostTools.run("ip", ["link", "set", "dev", dev, "nomaster"], check: false)
+        if let nic, nic.mode == .bridged {
+            if HostTools.interfaceExists(dev), HostTools.master(of: dev) == nic.link {
+                // Unfiltered, it must not stay on the bridge.
+                _ = try? HostTools.run("ip", ["link", "set", "dev", dev, "nomaster"], check: false)
+            }
+            if AddressServers.servesDHCP(nic, config) || HostTools.readFile(AddressServers.dnsmasqPid(config, AddressServers.bridgeKey(nic.link))) != nil {
+                do throws(NetworkError) {
+                    try refreshBridgeDHCP(nic.link, excluding: dev)
+                } catch {
+                    problem = problem ?? error.message
+                }
+            }
         }
         if nic?.mode == .openvswitch, HostTools.isInstalled("ovs-vsctl") {
             _ = try? HostTools.run("ovs-vsctl", ["--if-exists", "del-port", dev], check: false)

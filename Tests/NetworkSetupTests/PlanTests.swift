@@ -79,6 +79,21 @@ import Testing
         #expect(!AddressServers.servesDHCP(try request(["MODE": "bridged", "LINK": "br0"]), NetworkConfig()))
     }
 
+    @Test func bridgedDHCPServesOnlyTaggedNetworks() throws {
+        let config = NetworkConfig()
+        let plain = try request(["MODE": "bridged", "LINK": "br0"])
+        #expect(!AddressServers.servesDHCP(plain, config))
+        let a = try request(["MODE": "bridged", "LINK": "br0", "NETWORK_TAGS": "dhcp"])
+        let b = try request(["MODE": "bridged", "LINK": "br0", "NETWORK_TAGS": "dhcp", "INTERFACE": "tap1", "MAC": "aa:00:00:22:aa:eb", "IP": "10.250.78.3", "INSTANCE": "vm2.example.org"])
+        #expect(AddressServers.servesDHCP(a, config))
+        let text = AddressServers.bridgeConfiguration(bridge: "br0", nics: [a, b], config)
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines.filter { $0.hasPrefix("dhcp-range=") } == ["dhcp-range=set:s0,10.250.78.0,static,255.255.255.0,12h"])
+        #expect(lines.contains("dhcp-host=aa:00:00:22:aa:eb,10.250.78.3,vm2,12h"))
+        #expect(lines.contains("dhcp-option=tag:s0,option:router,10.250.78.1"))
+        #expect(lines.contains("interface=br0"))
+    }
+
     @Test func nfdhcpdBinding() throws {
         let nic = try request(["NETWORK_SUBNET6": "2001:db8:99::/64", "NETWORK_TAGS": "nfdhcpd"])
         let text = AddressServers.nfdhcpdBinding(nic)
