@@ -24,7 +24,7 @@ public enum NetworkCommand: Equatable, Sendable {
                snf-network down [IFACE]      take a NIC down (idempotent; needs only the interface)
                snf-network down --all        take every recorded NIC down
                snf-network hook              the Ganeti hook (GANETI_HOOKS_PATH set): down for the stopped,
-                                             removed or migrated instance's NICs whose interface is gone
+                                             removed, migrated or modified instance's NICs whose interface is gone
                snf-network status            the recorded NICs
         Also installed as /etc/ganeti/kvm-vif-bridge (up), /etc/ganeti/network/<mode>/{up,down},
         /etc/xen/scripts/vif-custom and as a hook. Configuration: /etc/snf/network.conf (SNF_NETWORK_CONF).
@@ -89,6 +89,7 @@ public func runSnfNetwork(arguments: [String], environment: [String: String]) ->
         case .help:
             output = NetworkCommand.usage + "\n"
         case .up(let interface):
+            subject = "up \(interface ?? environment["INTERFACE"] ?? "(no INTERFACE)")"
             let nic = try NICRequest(environment: environment, interface: interface)
             subject = "up \(nic.interface) instance=\(nic.instance) mode=\(nic.mode.rawValue) link=\(nic.link)"
                 + (nic.ip.map { " ip=\($0)" } ?? "") + " mac=\(nic.mac)" + (nic.eui64.map { " ipv6=\($0)" } ?? "")
@@ -114,7 +115,7 @@ public func runSnfNetwork(arguments: [String], environment: [String: String]) ->
             let phase = environment["GANETI_HOOKS_PHASE"] ?? ""
             let instance = environment["GANETI_INSTANCE_NAME"]
             subject = "hook \(path)-\(phase) instance=\(instance ?? "?")"
-            if phase == "post", ["instance-stop", "instance-remove", "instance-migrate", "instance-failover"].contains(path) {
+            if phase == "post", ["instance-stop", "instance-remove", "instance-migrate", "instance-failover", "instance-modify"].contains(path) {
                 let done = try plumber.downStale(instance: instance)
                 subject += " down: \(done.isEmpty ? "nothing" : done.joined(separator: " "))"
             } else {

@@ -105,6 +105,7 @@ public struct NICPlumber: Sendable {
     public func up(_ nic: NICRequest, xen: Bool = false) throws(NetworkError) {
         try locked { () throws(NetworkError) in
             let table = try preflight(nic)
+            collectGone(except: nic.interface)
             cleanup(interface: nic.interface, fallback: nic.environment)
             let uplink6 = table.flatMap { nic.network.subnet6 != nil ? HostTools.defaultRouteDevice(table: $0, family: "inet6") : nil }
             try saveState(nic, uplink6: uplink6)
@@ -279,6 +280,15 @@ public struct NICPlumber: Sendable {
         }
         if let first = problems.first { throw .failed(first) }
         return done
+    }
+
+    /// Takes down, best effort, every recorded NIC whose interface is gone: what a failed start or
+    /// migration left behind (Ganeti runs no post hook then), a hot-removed NIC, a missed hook.
+    /// Called with the lock held.
+    func collectGone(except current: String) {
+        for dev in recordedInterfaces() where dev != current && !HostTools.interfaceExists(dev) {
+            cleanup(interface: dev, fallback: [:])
+        }
     }
 
     /// `down` for every recorded NIC.

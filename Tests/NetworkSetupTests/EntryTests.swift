@@ -1,4 +1,9 @@
+import NodeSupport
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @testable import NetworkSetup
 
@@ -42,13 +47,27 @@ import Testing
         #expect(XenVif.parseVifName("tap0") == nil)
     }
 
-    @Test func badInputExitsTwoWithOneLine() {
+    @Test func badInputExitsTwoWithOneLine() throws {
+        // Its own configuration: the log line goes to a scratch file, never to the node's log.
+        let dir = "/tmp/snf-network-entry-\(getpid())"
+        mkdir(dir, 0o700)
+        defer {
+            unlink(dir + "/log")
+            unlink(dir + "/network.conf")
+            rmdir(dir)
+        }
+        let conf = "state_dir = \(dir)/state\nlog_file = \(dir)/log\n"
+        let fd = open(dir + "/network.conf", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        _ = conf.utf8CString.withUnsafeBytes { write(fd, $0.baseAddress, $0.count - 1) }
+        close(fd)
         var env = ganetiRouted
-        env["SNF_NETWORK_CONF"] = "/nonexistent/network.conf"
+        env["SNF_NETWORK_CONF"] = dir + "/network.conf"
         env["MODE"] = "tunnel"
         let result = runSnfNetwork(arguments: ["snf-network", "up"], environment: env)
         #expect(result.status == 2)
         #expect(result.error?.hasPrefix("snf-network: MODE \"tunnel\"") == true)
         #expect(result.error?.contains("\n") == false)
+        let log = try #require(try readConfigurationText(dir + "/log"))
+        #expect(log.contains(" up tap0: FAILED: MODE \"tunnel\""))
     }
 }
