@@ -183,27 +183,39 @@ enum AddressServers {
         }
     }
 
-    /// Stops the dnsmasq and radvd of `interface`, if running, and removes their files.
+    /// Stops the dnsmasq and radvd of `interface`, if running (both signalled, then both
+    /// awaited), and removes their files.
     static func stop(interface: String, _ config: NetworkConfig) {
-        stopDaemon(pidFile: dnsmasqPid(config, interface), conf: dnsmasqConf(config, interface))
-        stopDaemon(pidFile: radvdPid(config, interface), conf: radvdConf(config, interface))
-        for file in [dnsmasqConf(config, interface), radvdConf(config, interface), directory(config) + "/dnsmasq-\(interface).log"] {
-            HostTools.remove(file)
+        let daemons = [(dnsmasqPid(config, interface), dnsmasqConf(config, interface)), (radvdPid(config, interface), radvdConf(config, interface))]
+        let signalled = daemons.compactMap { signalDaemon(pidFile: $0.0, conf: $0.1) }
+        awaitExit(signalled)
+        for (pidFile, conf) in daemons {
+            HostTools.remove(pidFile)
+            HostTools.remove(conf)
         }
+        HostTools.remove(directory(config) + "/dnsmasq-\(interface).log")
     }
 
-    /// Kills the process in `pidFile` if, and only if, its command line names `conf` (a pid
-    /// reused by another process is left alone), and waits up to 2 s for it to go.
-    static func stopDaemon(pidFile: String, conf: String) {
-        defer { HostTools.remove(pidFile) }
-        guard let text = HostTools.readFile(pidFile), let pid = pid_t(text.trimmingCharacters(in: " \n\t")), pid > 1 else { return }
-        guard let cmdline = HostTools.readFile("/proc/\(pid)/cmdline"), cmdline.contains(conf) else { return }
+    /// Sends SIGTERM to the process in `pidFile` if, and only if, its command line names `conf`
+    /// (a pid reused by another process is left alone); returns its pid.
+    static func signalDaemon(pidFile: String, conf: String) -> pid_t? {
+        guard let text = HostTools.readFile(pidFile), let pid = pid_t(text.trimmingCharacters(in: " \n\t")), pid > 1 else { return nil }
+        guard let cmdline = HostTools.readFile("/proc/\(pid)/cmdline"), cmdline.contains(conf) else { return nil }
         kill(pid, SIGTERM)
-        for attempt in 0..<200 {
-            if kill(pid, 0) != 0 { return }
-            if let stat = HostTools.readFile("/proc/\(pid)/stat"), stat.contains(") Z ") { return }
-            if attempt == 100 { kill(pid, SIGKILL) }
-            usleep(10_000)
+        return pid
+    }
+
+    /// Waits up to 2 s for `pids` to exit (SIGKILL after 1 s).
+    static func awaitExit(_ pids: [pid_t]) {
+        var left = pids
+        for attempt in 0..<1000 where !left.isEmpty {
+            left = left.filter { pid in
+                guard kill(pid, 0) == 0 else { return false }
+                if let stat = HostTools.readFile("/proc/\(pid)/stat"), stat.contains(") Z ") { return false }
+                return true
+            }
+            if attempt == 500 { for pid in left { kill(pid, SIGKILL) } }
+            if !left.isEmpty { usleep(2_000) }
         }
     }
 

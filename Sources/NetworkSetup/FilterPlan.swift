@@ -15,22 +15,27 @@ public enum FilterPlan {
         return ("in_" + hex, "out_" + hex)
     }
 
-    /// The chain names `nft list table netdev snf_network` prints (empty when there is no table).
+    /// The names of the chains in our table, from `nft list chains netdev` (which lists every
+    /// netdev table's chains, without their rules: much faster than listing the table).
     public static func parseChains(_ listing: String) -> Set<String> {
         var result: Set<String> = []
+        var inOurs = false
         for line in listing.split(separator: "\n") {
-            let words = line.split(separator: " ", omittingEmptySubsequences: true).map { $0.trimmingCharacters(in: "\t") }
-            if words.count >= 3, words[0] == "chain", words[2] == "{" { result.insert(words[1]) }
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if words.count >= 3, words[0] == "table" {
+                inOurs = words[1] == "netdev" && words[2] == Substring(table)
+            } else if inOurs, words.count >= 3, words[0] == "chain", words[2] == "{" {
+                result.insert(String(words[1]))
+            }
         }
         return result
     }
 
-    /// The rules of the shared profile chains.
+    /// The shared profile chains (written when the table is made).
     static func profileRules() -> [String] {
         let t = "netdev \(table)"
         return [
             "add chain \(t) protected",
-            "flush chain \(t) protected",
             // ARP and everything else that is not IP.
             "add rule \(t) protected meta protocol != { ip, ip6 } accept",
             // TCP that is not a new connection (a SYN without ACK): replies to the guest's own.
@@ -42,34 +47,45 @@ public enum FilterPlan {
             "add rule \(t) protected meta l4proto { icmp, ipv6-icmp } accept",
             "add rule \(t) protected drop",
             "add chain \(t) limited",
-            "flush chain \(t) limited",
             "add rule \(t) limited meta l4proto tcp tcp dport { 22, 3389 } accept",
             "add rule \(t) limited jump protected",
         ]
     }
 
-    /// What the guest behind `nic` may send (ingress of its interface).
-    static func ingressRules(_ nic: NICRequest) -> [String] {
-        var rules = [
+    /// What the guest behind `nic` may send (ingress of its interface). No anonymous sets: nft
+    /// loads every set of the table before each transaction, so per-NIC sets would make each
+    /// `up` slower the more NICs the host has.
+    static func ingressRules(_ nic: NICRequest, routeMark: UInt32? = nil) -> [String] {
+        var rules: [String] = []
+        // A routed NIC's packets carry its routing table as their mark: one `ip rule fwmark T
+        // lookup T` per table then routes every NIC on it (not one rule per tap, which every
+        // packet would walk in turn).
+        if let routeMark { rules.append("meta mark set \(routeMark)") }
+        rules += [
             "ether saddr != \(nic.mac) drop",
+            // A guest is never a router or a DHCP server for its neighbours.
+            "meta l4proto ipv6-icmp icmpv6 type nd-router-advert drop",
+            "meta l4proto udp udp sport 67 drop",
+            "meta l4proto udp udp sport 547 drop",
             "arp saddr ether != \(nic.mac) drop",
         ]
         if let ip = nic.ip {
             rules += [
-                "arp saddr ip != { 0.0.0.0, \(ip) } drop",
+                // ARP probes (duplicate address detection) have no sender address yet.
+                "arp saddr ip 0.0.0.0 accept",
+                "arp saddr ip != \(ip) drop",
                 // A DHCP client has no address yet.
                 "ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept",
                 "ip saddr != \(ip) drop",
+                "ip6 saddr fe80::/64 accept",
+            ]
+            if let eui64 = nic.eui64 { rules.append("ip6 saddr \(eui64) accept") }
+            rules += [
                 // Duplicate address detection and MLD before the link-local address is up.
                 "ip6 saddr :: meta l4proto ipv6-icmp accept",
-                "ip6 saddr != { fe80::/64\(nic.eui64.map { ", \($0)" } ?? "") } drop",
+                "meta protocol ip6 drop",
             ]
         }
-        // A guest is never a router or a DHCP server for its neighbours.
-        rules += [
-            "meta l4proto ipv6-icmp icmpv6 type nd-router-advert drop",
-            "meta l4proto udp udp sport { 67, 547 } drop",
-        ]
         return rules
     }
 
@@ -87,38 +103,43 @@ public enum FilterPlan {
         return rules
     }
 
-    /// The transaction that makes the table hold exactly `nic`'s chains for `interface` (or none,
-    /// when `nic` is nil: the `down` case), given the chains that exist now. When no NIC is left,
-    /// the table goes too, so the ruleset is exactly what it was before the first `up`.
-    public static func transaction(interface: String, nic: NICRequest?, existing: Set<String>, macMask: MACAddress) -> String {
+    /// The transaction that makes the table hold exactly `nic`'s chains for `interface`. It needs
+    /// no listing first: `add` of a table or chain that exists with the same definition is a
+    /// no-op, so each chain is added, flushed and refilled; an egress chain that is not needed
+    /// is added and deleted (the interface exists during `up`). The shared profile chains are
+    /// rewritten too (a few rules), so an upgraded binary's profiles take effect.
+    public static func upTransaction(interface: String, nic: NICRequest, macMask: MACAddress, routeMark: UInt32? = nil) -> String {
         let t = "netdev \(table)"
         let (ingress, egress) = chains(of: interface)
         var lines = ["add table \(t)"]
-        guard let nic else {
-            let others = existing.subtracting(sharedChains).subtracting([ingress, egress])
-            if others.isEmpty {
-                lines.append("delete table \(t)")
-            } else {
-                for chain in [ingress, egress] where existing.contains(chain) { lines.append("delete chain \(t) \(chain)") }
-            }
-            return lines.joined(separator: "\n") + "\n"
+        for chain in sharedChains.sorted() { lines += ["add chain \(t) \(chain)", "flush chain \(t) \(chain)"] }
+        lines += profileRules().filter { $0.hasPrefix("add rule") }
+        func base(_ chain: String, _ hook: String) -> [String] {
+            ["add chain \(t) \(chain) { type filter hook \(hook) device \"\(interface)\" priority 0; policy accept; }", "flush chain \(t) \(chain)"]
         }
-        lines += profileRules()
-        func base(_ chain: String, _ hook: String, _ rules: [String]) {
-            if existing.contains(chain) {
-                lines.append("flush chain \(t) \(chain)")
-            } else {
-                lines.append("add chain \(t) \(chain) { type filter hook \(hook) device \"\(interface)\" priority 0; policy accept; }")
-            }
-            for rule in rules { lines.append("add rule \(t) \(chain) \(rule)") }
-        }
-        base(ingress, "ingress", ingressRules(nic))
+        lines += base(ingress, "ingress")
+        lines += ingressRules(nic, routeMark: routeMark).map { "add rule \(t) \(ingress) \($0)" }
         let out = egressRules(nic, macMask: macMask)
+        lines += base(egress, "egress")
         if out.isEmpty {
-            if existing.contains(egress) { lines.append("delete chain \(t) \(egress)") }
+            lines.append("delete chain \(t) \(egress)")
         } else {
-            base(egress, "egress", out)
+            lines += out.map { "add rule \(t) \(egress) \($0)" }
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The transaction that removes `interface`'s chains, given the chains that exist now; when
+    /// no NIC is left, the table goes too, so the ruleset is exactly what it was before the
+    /// first `up`. Nil when there is nothing to do.
+    public static func downTransaction(interface: String, existing: Set<String>) -> String? {
+        let t = "netdev \(table)"
+        let (ingress, egress) = chains(of: interface)
+        guard !existing.isEmpty else { return nil }
+        let others = existing.subtracting(sharedChains).subtracting([ingress, egress])
+        if others.isEmpty { return "delete table \(t)\n" }
+        let mine = [ingress, egress].filter { existing.contains($0) }
+        guard !mine.isEmpty else { return nil }
+        return mine.map { "delete chain \(t) \($0)" }.joined(separator: "\n") + "\n"
     }
 }

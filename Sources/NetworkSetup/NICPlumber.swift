@@ -106,7 +106,8 @@ public struct NICPlumber: Sendable {
         try locked { () throws(NetworkError) in
             let table = try preflight(nic)
             collectGone(except: nic.interface)
-            cleanup(interface: nic.interface, fallback: nic.environment)
+            // The up transaction below replaces the interface's chains itself.
+            cleanup(interface: nic.interface, fallback: nic.environment, filters: false)
             let uplink6 = table.flatMap { nic.network.subnet6 != nil ? HostTools.defaultRouteDevice(table: $0, family: "inet6") : nil }
             try saveState(nic, uplink6: uplink6)
             do throws(NetworkError) {
@@ -123,23 +124,24 @@ public struct NICPlumber: Sendable {
         switch nic.mode {
         case .routed:
             let table = String(table!)
-            var link: [String] = []
-            if !xen { link.append("link set dev \(dev) address \(config.tapConstantMAC)") }
-            link.append("link set dev \(dev) up")
-            try HostTools.run("ip", ["-batch", "-"], stdin: link.joined(separator: "\n") + "\n")
             try HostTools.setSysctl("net/ipv4/conf/\(dev)/proxy_arp", "1")
             try HostTools.setSysctl("net/ipv4/conf/\(dev)/rp_filter", "0")
             if access("/proc/sys/net/ipv6/conf/\(dev)", F_OK) == 0 {
                 try HostTools.setSysctl("net/ipv6/conf/\(dev)/accept_ra", "0")
             }
             var v4: [String] = []
+            if !xen { v4.append("link set dev \(dev) address \(config.tapConstantMAC)") }
+            v4.append("link set dev \(dev) up")
             if AddressServers.servesDHCP(nic, config) {
                 v4.append("address replace \(config.dhcpServerIP)/32 dev \(dev) scope link")
             }
-            v4 += ["rule add iif \(dev) table \(table)", "route replace \(nic.ip!)/32 dev \(dev) table \(table)"]
+            v4.append("route replace \(nic.ip!)/32 dev \(dev) table \(table)")
             try HostTools.run("ip", ["-batch", "-"], stdin: v4.joined(separator: "\n") + "\n")
+            if routedNICs(table: Int(table)!, except: dev).isEmpty {
+                try addMarkRules(table: table)
+            }
             if let eui64 = nic.eui64 {
-                var v6 = ["rule add iif \(dev) table \(table)", "route replace \(eui64)/128 dev \(dev) table \(table)"]
+                var v6 = ["route replace \(eui64)/128 dev \(dev) table \(table)"]
                 if let uplink6 { v6.append("neigh replace proxy \(eui64) dev \(uplink6)") }
                 try HostTools.run("ip", ["-6", "-batch", "-"], stdin: v6.joined(separator: "\n") + "\n")
             }
@@ -152,13 +154,32 @@ public struct NICPlumber: Sendable {
             try HostTools.run("ovs-vsctl", port)
             try HostTools.run("ip", ["link", "set", "dev", dev, "up"])
         }
-        let existing = try filterChains()
-        try HostTools.run("nft", ["-f", "-"], stdin: FilterPlan.transaction(interface: dev, nic: nic, existing: existing, macMask: config.macMask))
+        let mark = nic.mode == .routed ? table.map { UInt32($0) } : nil
+        try HostTools.run("nft", ["-f", "-"], stdin: FilterPlan.upTransaction(interface: dev, nic: nic, macMask: config.macMask, routeMark: mark))
         try AddressServers.start(nic, config)
         if nic.mode == .bridged { try refreshBridgeDHCP(nic.link, excluding: nil) }
         if nic.wantsNfdhcpdBinding {
             try HostTools.makeDirectories(config.nfdhcpdDirectory)
             try HostTools.writeFileAtomically(config.nfdhcpdDirectory + "/" + dev, AddressServers.nfdhcpdBinding(nic))
+        }
+    }
+
+    /// The routing policy rules of table `table`, IPv4 and IPv6: packets marked `table` (by their
+    /// NIC's ingress chain) are routed by it. One pair per table, whatever the number of NICs.
+    func addMarkRules(table: String) throws(NetworkError) {
+        for family in ["-4", "-6"] {
+            let out = try HostTools.run("ip", [family, "rule", "add", "fwmark", table, "lookup", table], check: false)
+            guard out.exitCode == 0 || out.stderrText.contains("File exists") else {
+                throw .failed("ip \(family) rule add fwmark \(table) lookup \(table): \(out.stderrTail)")
+            }
+        }
+    }
+
+    /// The recorded routed NICs on routing table `table`, but `except`.
+    func routedNICs(table: Int, except: String) -> [String] {
+        recordedInterfaces().filter { dev in
+            guard dev != except, let state = loadState(dev), state["MODE"] == NICMode.routed.rawValue, let link = state["LINK"] else { return false }
+            return HostTools.routingTable(link) == table
         }
     }
 
@@ -177,11 +198,8 @@ public struct NICPlumber: Sendable {
 
     /// The chains in our nft table (empty when it does not exist).
     func filterChains() throws(NetworkError) -> Set<String> {
-        let output = try HostTools.run("nft", ["list", "table", "netdev", FilterPlan.table], check: false)
-        if output.exitCode != 0 {
-            if output.stderrText.contains("No such file or directory") { return [] }
-            throw .failed("nft list table netdev \(FilterPlan.table): \(output.stderrTail)")
-        }
+        let output = try HostTools.run("nft", ["list", "chains", "netdev"], check: false)
+        guard output.exitCode == 0 else { throw .failed("nft list chains netdev: \(output.stderrTail)") }
         return FilterPlan.parseChains(output.stdoutText)
     }
 
@@ -199,35 +217,39 @@ public struct NICPlumber: Sendable {
     /// Undoes everything for `interface`; returns the first problem that left something behind
     /// (a failed nft transaction), nil when the interface is clean.
     @discardableResult
-    func cleanup(interface dev: String, fallback: [String: String]) -> String? {
+    func cleanup(interface dev: String, fallback: [String: String], filters: Bool = true) -> String? {
         let saved = loadState(dev)
+        // `up` saves the state before it changes anything, and `down` removes it only once all is
+        // undone: with no state, nothing of ours is left but, at most, the filter chains.
+        if saved == nil && !filters { return nil }
         var env = saved ?? fallback
         env["INTERFACE"] = dev
         let nic = try? NICRequest(environment: env)
         var problem: String? = nil
 
         AddressServers.stop(interface: dev, config)
-        do {
-            let existing = try filterChains()
-            let (ingress, egress) = FilterPlan.chains(of: dev)
-            if existing.contains(ingress) || existing.contains(egress) || existing.subtracting(FilterPlan.sharedChains).isEmpty && !existing.isEmpty {
-                try HostTools.run("nft", ["-f", "-"], stdin: FilterPlan.transaction(interface: dev, nic: nil, existing: existing, macMask: config.macMask))
+        if filters {
+            do throws(NetworkError) {
+            if let script = FilterPlan.downTransaction(interface: dev, existing: try filterChains()) {
+                try HostTools.run("nft", ["-f", "-"], stdin: script)
             }
         } catch {
             problem = error.message
         }
-        // Policy rules name the interface whatever the table: delete until none is left.
-        for family in ["-4", "-6"] {
-            for _ in 0..<64 {
-                guard let out = try? HostTools.run("ip", [family, "rule", "del", "iif", dev], check: false), out.exitCode == 0 else { break }
-            }
         }
+        // One `ip -force -batch` per family (errors for what is already gone are ignored): a
+        // policy rule naming the interface (snf-network 0.16 and Ganeti's own kvm-ifup leave
+        // one), then what the saved state says, and the table's mark rules if this was its last NIC.
+        var v4 = ["rule del iif \(dev)"]
+        var v6 = v4
         if let nic, nic.mode == .routed {
-            var v4: [String] = []
-            var v6: [String] = []
             if let table = HostTools.routingTable(nic.link), let ip = nic.ip {
                 v4.append("route del \(ip)/32 table \(table)")
                 if let eui64 = nic.eui64 { v6.append("route del \(eui64)/128 table \(table)") }
+                if routedNICs(table: table, except: dev).isEmpty {
+                    v4.append("rule del fwmark \(table) lookup \(table)")
+                    v6.append("rule del fwmark \(table) lookup \(table)")
+                }
             }
             if let eui64 = nic.eui64, let uplink6 = env["SNF_UPLINK6"], NICRequest.isInterfaceName(uplink6) {
                 v6.append("neigh del proxy \(eui64) dev \(uplink6)")
@@ -235,9 +257,9 @@ public struct NICPlumber: Sendable {
             if HostTools.interfaceExists(dev) {
                 v4.append("address del \(config.dhcpServerIP)/32 dev \(dev)")
             }
-            if !v4.isEmpty { _ = try? HostTools.run("ip", ["-force", "-batch", "-"], stdin: v4.joined(separator: "\n") + "\n", check: false) }
-            if !v6.isEmpty { _ = try? HostTools.run("ip", ["-6", "-force", "-batch", "-"], stdin: v6.joined(separator: "\n") + "\n", check: false) }
         }
+        _ = try? HostTools.run("ip", ["-force", "-batch", "-"], stdin: v4.joined(separator: "\n") + "\n", check: false)
+        _ = try? HostTools.run("ip", ["-6", "-force", "-batch", "-"], stdin: v6.joined(separator: "\n") + "\n", check: false)
         if let nic, nic.mode == .bridged {
             if HostTools.interfaceExists(dev), HostTools.master(of: dev) == nic.link {
                 // Unfiltered, it must not stay on the bridge.

@@ -13,30 +13,36 @@ import Testing
 
     @Test func upTransaction() throws {
         let nic = try request(["NETWORK_SUBNET6": "2001:db8:99::/64", "TAGS": "synnefo:network:0:protected"])
-        let script = FilterPlan.transaction(interface: "tap0", nic: nic, existing: [], macMask: mask)
-        #expect(script.contains("add chain netdev snf_network in_74617030 { type filter hook ingress device \"tap0\" priority 0; policy accept; }"))
-        #expect(script.contains("add rule netdev snf_network in_74617030 ether saddr != aa:00:00:22:aa:ea drop"))
-        #expect(script.contains("ip saddr != 10.250.78.2 drop"))
-        #expect(script.contains("ip6 saddr != { fe80::/64, 2001:db8:99:0:a800:ff:fe22:aaea } drop"))
-        #expect(script.contains("add rule netdev snf_network out_74617030 jump protected"))
-        // Again, with the chains there: flushed and refilled, never added twice.
-        let again = FilterPlan.transaction(interface: "tap0", nic: nic, existing: ["protected", "limited", "in_74617030", "out_74617030"], macMask: mask)
-        #expect(again.contains("flush chain netdev snf_network in_74617030"))
-        #expect(!again.contains("add chain netdev snf_network in_74617030"))
+        let script = FilterPlan.upTransaction(interface: "tap0", nic: nic, macMask: mask, routeMark: 100)
+        let lines = script.split(separator: "\n").map(String.init)
+        // The routing mark comes first, so even packets accepted early are routed by table 100.
+        #expect(lines[lines.firstIndex(of: "flush chain netdev snf_network in_74617030")! + 1] == "add rule netdev snf_network in_74617030 meta mark set 100")
+        #expect(lines.first == "add table netdev snf_network")
+        // Add (a no-op when it exists), flush, refill: the same script whatever was there.
+        let add = "add chain netdev snf_network in_74617030 { type filter hook ingress device \"tap0\" priority 0; policy accept; }"
+        #expect(lines.firstIndex(of: add)! + 1 == lines.firstIndex(of: "flush chain netdev snf_network in_74617030")!)
+        #expect(lines.contains("add rule netdev snf_network in_74617030 ether saddr != aa:00:00:22:aa:ea drop"))
+        #expect(lines.contains("add rule netdev snf_network in_74617030 ip saddr != 10.250.78.2 drop"))
+        #expect(lines.contains("add rule netdev snf_network in_74617030 ip6 saddr 2001:db8:99:0:a800:ff:fe22:aaea accept"))
+        #expect(lines.contains("add rule netdev snf_network out_74617030 jump protected"))
+        #expect(lines.contains("flush chain netdev snf_network protected"))
+        #expect(lines.contains("add rule netdev snf_network protected drop"))
+        // No anonymous sets in a NIC's chains (nft loads every set before each transaction).
+        for line in lines where line.hasPrefix("add rule netdev snf_network in_") { #expect(!line.contains("{"), "\(line)") }
         // Without a profile the egress chain goes.
-        let open = FilterPlan.transaction(interface: "tap0", nic: try request([:]), existing: ["protected", "limited", "in_74617030", "out_74617030"], macMask: mask)
-        #expect(open.contains("delete chain netdev snf_network out_74617030"))
+        let open = FilterPlan.upTransaction(interface: "tap0", nic: try request([:]), macMask: mask)
+        #expect(open.hasSuffix("delete chain netdev snf_network out_74617030\n"))
     }
 
     @Test func downTransaction() {
         // The last NIC: the whole table goes.
-        #expect(FilterPlan.transaction(interface: "tap0", nic: nil, existing: ["protected", "limited", "in_74617030"], macMask: mask)
-            == "add table netdev snf_network\ndelete table netdev snf_network\n")
+        #expect(FilterPlan.downTransaction(interface: "tap0", existing: ["protected", "limited", "in_74617030"]) == "delete table netdev snf_network\n")
         // Others remain: only this NIC's chains go.
-        let script = FilterPlan.transaction(interface: "tap0", nic: nil, existing: ["protected", "in_74617030", "out_74617030", "in_74617031"], macMask: mask)
-        #expect(script.contains("delete chain netdev snf_network in_74617030"))
-        #expect(script.contains("delete chain netdev snf_network out_74617030"))
-        #expect(!script.contains("delete table"))
+        let script = FilterPlan.downTransaction(interface: "tap0", existing: ["protected", "in_74617030", "out_74617030", "in_74617031"])!
+        #expect(script == "delete chain netdev snf_network in_74617030\ndelete chain netdev snf_network out_74617030\n")
+        // Nothing of ours: nothing to do.
+        #expect(FilterPlan.downTransaction(interface: "tap0", existing: []) == nil)
+        #expect(FilterPlan.downTransaction(interface: "tap0", existing: ["protected", "in_74617031"]) == nil)
     }
 
     @Test func privateFiltered() throws {
@@ -46,12 +52,16 @@ import Testing
     }
 
     @Test func parseListing() {
+        // `nft list chains netdev`: every netdev table's chains; only ours count.
         let listing = """
+            table netdev other {
+            \tchain in_74617031 {
+            \t\ttype filter hook ingress device "eth0" priority filter; policy accept;
+            \t}
+            }
             table netdev snf_network {
             \tchain protected {
-            \t\tdrop
             \t}
-
             \tchain in_74617030 {
             \t\ttype filter hook ingress device "tap0" priority filter; policy accept;
             \t}
