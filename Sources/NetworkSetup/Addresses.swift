@@ -46,6 +46,15 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
+/// `address/length` into its two parts, the length in 0...maximum written in decimal digits.
+func splitPrefix(_ text: String, maximum: Int) -> (String, Int)? {
+    let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+    guard parts.count == 2, (1...3).contains(parts[1].count), parts[1].allSatisfy({ $0.isASCII && $0.isNumber }),
+        let length = Int(parts[1]), (0...maximum).contains(length)
+    else { return nil }
+    return (String(parts[0]), length)
+}
+
 func hex2(_ byte: UInt8) -> String {
     let digits = Array("0123456789abcdef")
     return String([digits[Int(byte >> 4)], digits[Int(byte & 15)]])
@@ -75,11 +84,7 @@ public struct IPv4Network: Hashable, Sendable, CustomStringConvertible {
     public var prefixLength: Int
 
     public init?(_ text: String) {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, let address = IPv4Address(String(parts[0])),
-            parts[1].allSatisfy(\.isASCII), parts[1].allSatisfy(\.isNumber), parts[1].count <= 2,
-            let length = Int(parts[1]), (0...32).contains(length)
-        else { return nil }
+        guard let (head, length) = splitPrefix(text, maximum: 32), let address = IPv4Address(head) else { return nil }
         self.address = address
         self.prefixLength = length
         guard address.value & ~mask == 0 else { return nil }
@@ -122,11 +127,7 @@ public struct IPv6Network: Hashable, Sendable, CustomStringConvertible {
     public var prefixLength: Int
 
     public init?(_ text: String) {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, let address = IPv6Address(String(parts[0])),
-            parts[1].allSatisfy(\.isASCII), parts[1].allSatisfy(\.isNumber), parts[1].count <= 3,
-            let length = Int(parts[1]), (0...128).contains(length)
-        else { return nil }
+        guard let (head, length) = splitPrefix(text, maximum: 128), let address = IPv6Address(head) else { return nil }
         self.address = address
         self.prefixLength = length
         for bit in length..<128 where address.bytes[bit / 8] & (0x80 >> UInt8(bit % 8)) != 0 { return nil }
