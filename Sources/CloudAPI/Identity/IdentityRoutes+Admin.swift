@@ -54,41 +54,41 @@ extension IdentityRoutes {
             try await identity.deleteProject(id: context.parameters.get("id") ?? "")
             return emptyResponse(status: 204)
         }
-        router.get("/v3/projects/{project}/users/{user}/roles") { request, context in
+        router.get("/v3/projects/{id}/users/{user}/roles") { request, context in
             _ = try await requireAdmin(request)
             let assignments = try await identity.roleAssignments(
-                userID: context.parameters.get("user"), projectID: context.parameters.get("project"))
+                userID: context.parameters.get("user"), projectID: context.parameters.get("id"))
             let ids = Set(assignments.map(\.roleID))
             let roles = try await identity.roles().filter { ids.contains($0.id) }
             let s = shapes(request)
             return jsonResponse(s.list("roles", roles.map(s.role), path: request.uri.path.dropFirst(3).description))
         }
-        router.put("/v3/projects/{project}/users/{user}/roles/{role}") { request, context in
+        router.put("/v3/projects/{id}/users/{user}/roles/{role}") { request, context in
             _ = try await requireAdmin(request)
             try await identity.assignRole(
-                userID: context.parameters.get("user") ?? "", projectID: context.parameters.get("project") ?? "",
+                userID: context.parameters.get("user") ?? "", projectID: context.parameters.get("id") ?? "",
                 roleID: context.parameters.get("role") ?? "")
             return emptyResponse(status: 204)
         }
-        router.head("/v3/projects/{project}/users/{user}/roles/{role}") { request, context in
+        router.head("/v3/projects/{id}/users/{user}/roles/{role}") { request, context in
             _ = try await requireAdmin(request)
             let found = try await identity.roleAssignments(
-                userID: context.parameters.get("user"), projectID: context.parameters.get("project"),
+                userID: context.parameters.get("user"), projectID: context.parameters.get("id"),
                 roleID: context.parameters.get("role"))
             return emptyResponse(status: found.isEmpty ? 404 : 204)
         }
-        router.get("/v3/projects/{project}/users/{user}/roles/{role}") { request, context in
+        router.get("/v3/projects/{id}/users/{user}/roles/{role}") { request, context in
             _ = try await requireAdmin(request)
             let found = try await identity.roleAssignments(
-                userID: context.parameters.get("user"), projectID: context.parameters.get("project"),
+                userID: context.parameters.get("user"), projectID: context.parameters.get("id"),
                 roleID: context.parameters.get("role"))
             guard !found.isEmpty else { throw CloudError.notFound("Could not find role assignment.") }
             return emptyResponse(status: 204)
         }
-        router.delete("/v3/projects/{project}/users/{user}/roles/{role}") { request, context in
+        router.delete("/v3/projects/{id}/users/{user}/roles/{role}") { request, context in
             _ = try await requireAdmin(request)
             try await identity.unassignRole(
-                userID: context.parameters.get("user") ?? "", projectID: context.parameters.get("project") ?? "",
+                userID: context.parameters.get("user") ?? "", projectID: context.parameters.get("id") ?? "",
                 roleID: context.parameters.get("role") ?? "")
             return emptyResponse(status: 204)
         }
