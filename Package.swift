@@ -14,10 +14,22 @@ let package = Package(
         .executable(name: "snf-store-bench", targets: ["StoreBench"]),
         .executable(name: "snf-image", targets: ["SnfImage"]),
         .executable(name: "snf-network", targets: ["SnfNetwork"]),
+        .library(name: "CloudAPI", targets: ["CloudAPI"]),
+        .executable(name: "snf-cloud", targets: ["SnfCloud"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        // The cloud layer only (CloudAPI, SnfCloud, CloudAPITests). The node executables never
+        // depend on these, so `swift build --product snf-store` (and snf-image, snf-network) does
+        // not build NIO, Hummingbird or the database drivers.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/vapor/sql-kit", from: "3.36.0"),
+        .package(url: "https://github.com/vapor/sqlite-kit", from: "4.5.2"),
+        .package(url: "https://github.com/vapor/postgres-kit", from: "2.17.0"),
     ],
     targets: [
         // What is correct: blocks, maps, volumes, snapshots, hashmaps, GC, check.
@@ -73,6 +85,42 @@ let package = Package(
         .executableTarget(name: "SnfNetwork", dependencies: ["NetworkSetup", "NodeSupport"]),
         // snf-store-bench: in-process timings for Benchmarks/store-bench (never run by the tests).
         .executableTarget(name: "StoreBench", dependencies: ["BlockStore", "BlockStorePosix"]),
+        // The cloud API (Keystone identity so far): HTTP routes, the metadata database (one SQLKit
+        // code path over SQLite and PostgreSQL, versioned migrations), passwords and tokens.
+        .target(
+            name: "CloudAPI",
+            dependencies: [
+                "CCrypt",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "SQLiteKit", package: "sqlite-kit"),
+                .product(name: "PostgresKit", package: "postgres-kit"),
+            ]
+        ),
+        // snf-cloud: serve, bootstrap and the admin verbs (user, project, role).
+        .executableTarget(
+            name: "SnfCloud",
+            dependencies: [
+                "CloudAPI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "CloudAPITests",
+            dependencies: [
+                "CloudAPI",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SQLKit", package: "sql-kit"),
+            ]
+        ),
         .testTarget(
             name: "BlockStoreTests",
             dependencies: ["BlockStore", "BlockStorePosix", "BlockStoreTesting"]

@@ -1,0 +1,105 @@
+import SQLKit
+
+/// Versioned schema migrations. Each migration runs once, in its own transaction together with
+/// the row that records it in `snf_schema_migrations`, so a crash leaves either the old or the
+/// new schema. Migrations are append-only: never edit one that has shipped; add the next version.
+enum Migrations {
+    struct Migration: Sendable {
+        var version: Int
+        var name: String
+        var apply: @Sendable (any SQLDatabase) async throws -> Void
+    }
+
+    static let all: [Migration] = [
+        Migration(version: 1, name: "identity: projects, users, roles, role assignments, tokens", apply: identityV1)
+    ]
+
+    /// The newest schema version this program knows.
+    static var latestVersion: Int { all.last?.version ?? 0 }
+
+    /// Applies every migration newer than the database's version. Throws when the database was
+    /// migrated by a newer `snf-cloud` (running old code on a new schema could lose data).
+    static func migrate(_ database: MetadataDatabase) async throws {
+        try await database.transaction { db in
+            try await db.create(table: "snf_schema_migrations").ifNotExists()
+                .column("version", type: .bigint, .primaryKey(autoIncrement: false))
+                .column("name", type: .text, .notNull)
+                .column("applied_at_us", type: .bigint, .notNull)
+                .run()
+        }
+        for migration in all {
+            try await database.transaction { db in
+                if database.dialect == .postgresql {
+                    // Two processes starting at once: the second waits here, then sees the row.
+                    try await db.raw("LOCK TABLE snf_schema_migrations IN EXCLUSIVE MODE").run()
+                }
+                let rows = try await db.select().column(SQLFunction("MAX", args: SQLColumn("version")), as: "v")
+                    .from("snf_schema_migrations").all()
+                var current = 0
+                if let row = rows.first, let v = try row.decode(column: "v", as: Int?.self) { current = v }
+                if current > latestVersion {
+                    throw DatabaseError(
+                        "the database \(database.displayLocation) has schema version \(current), newer than this snf-cloud knows (\(latestVersion)); upgrade snf-cloud"
+                    )
+                }
+                guard current < migration.version else { return }
+                try await migration.apply(db)
+                try await db.insert(into: "snf_schema_migrations")
+                    .columns("version", "name", "applied_at_us")
+                    .values(SQLBind(migration.version), SQLBind(migration.name), SQLBind(Timestamp.now().microseconds))
+                    .run()
+            }
+        }
+    }
+
+    /// Schema version 1. Timestamps are microseconds since the epoch (BIGINT), booleans are 0/1
+    /// (BIGINT): both read back the same from SQLite and PostgreSQL.
+    @Sendable static func identityV1(_ db: any SQLDatabase) async throws {
+        try await db.create(table: "projects")
+            .column("id", type: .text, .primaryKey(autoIncrement: false))
+            .column("name", type: .text, .notNull)
+            .column("domain_id", type: .text, .notNull)
+            .column("description", type: .text, .notNull)
+            .column("enabled", type: .bigint, .notNull)
+            .column("created_at_us", type: .bigint, .notNull)
+            .unique("domain_id", "name")
+            .run()
+        try await db.create(table: "users")
+            .column("id", type: .text, .primaryKey(autoIncrement: false))
+            .column("name", type: .text, .notNull)
+            .column("domain_id", type: .text, .notNull)
+            .column("password_hash", type: .text)
+            .column("enabled", type: .bigint, .notNull)
+            .column("default_project_id", type: .text)
+            .column("email", type: .text)
+            .column("description", type: .text, .notNull)
+            .column("created_at_us", type: .bigint, .notNull)
+            .unique("domain_id", "name")
+            .run()
+        try await db.create(table: "roles")
+            .column("id", type: .text, .primaryKey(autoIncrement: false))
+            .column("name", type: .text, .notNull, .unique)
+            .column("description", type: .text, .notNull)
+            .run()
+        try await db.create(table: "role_assignments")
+            .column("user_id", type: .text, .notNull, .references("users", "id", onDelete: .cascade))
+            .column("project_id", type: .text, .notNull, .references("projects", "id", onDelete: .cascade))
+            .column("role_id", type: .text, .notNull, .references("roles", "id", onDelete: .cascade))
+            .primaryKey("user_id", "project_id", "role_id")
+            .run()
+        // A token is stored by the SHA-256 of its secret: a copy of the database holds no usable token.
+        try await db.create(table: "tokens")
+            .column("token_hash", type: .text, .primaryKey(autoIncrement: false))
+            .column("user_id", type: .text, .notNull, .references("users", "id", onDelete: .cascade))
+            .column("project_id", type: .text, .references("projects", "id", onDelete: .cascade))
+            .column("methods", type: .text, .notNull)
+            .column("audit_id", type: .text, .notNull)
+            .column("parent_audit_id", type: .text)
+            .column("issued_at_us", type: .bigint, .notNull)
+            .column("expires_at_us", type: .bigint, .notNull)
+            .column("revoked", type: .bigint, .notNull)
+            .run()
+        try await db.create(index: "tokens_expires").on("tokens").column("expires_at_us").run()
+        try await db.create(index: "role_assignments_project").on("role_assignments").column("project_id").run()
+    }
+}
