@@ -291,4 +291,91 @@ struct ObjectStorageAPITests {
             #expect(try body(listed).arrayValue?.compactMap { $0["name"]?.stringValue }.first == "dir/")
         }
     }
+
+    @Test("Pithos: GET ?hashmap, hashmap PUT 409/201, POST ?update; no dedup across projects", arguments: Backend.all)
+    func pithos(backend: Backend) async throws {
+        try await withHarness(backend) { harness, client in
+            let (alice, aliceToken) = try await projectMember(harness, client, name: "alice")
+            let (bob, bobToken) = try await projectMember(harness, client, name: "bob")
+            let a = "/v1/AUTH_\(alice)/c"
+            let b = "/v1/AUTH_\(bob)/c"
+            #expect(try await swiftCall(client, .put, a, token: aliceToken).status.code == 201)
+            #expect(try await swiftCall(client, .put, b, token: bobToken).status.code == 201)
+            let data = randomBytes(BlockStore.blockSizeBytes + 1000)
+            let expected = PithosHashmap(hashing: data)
+            #expect(try await swiftCall(client, .put, "\(a)/orig", token: aliceToken, body: data).status.code == 201)
+            let got = try await swiftCall(client, .get, "\(a)/orig?hashmap&format=json", token: aliceToken)
+            #expect(got.status == .ok)
+            let map = try body(got)
+            #expect(map["hashes"] == .array(expected.hashes.map { .string($0.hex) }))
+            #expect(map["bytes"] == .int(data.count))
+            #expect(map["block_size"] == .int(BlockStore.blockSizeBytes))
+            #expect(got.headers[HTTPField.Name("X-Object-Hash")!] == expected.topHash.hex)
+            let hashmap: JSON = ["bytes": .int(data.count), "hashes": .array(expected.hashes.map { .string($0.hex) })]
+            let blocks = try harness.objects.store.backend.list(.block, prefix: "").count
+            // Alice holds the blocks: 201 without data, same bytes, ETag = MD5.
+            let again = try await swiftCall(
+                client, .put, "\(a)/again?hashmap&format=json", token: aliceToken,
+                headers: [.contentType: "application/octet-stream"], body: Array(hashmap.encoded()))
+            #expect(again.status.code == 201)
+            #expect(again.headers[.eTag] == md5Hex(data))
+            #expect(Array(try await swiftCall(client, .get, "\(a)/again", token: aliceToken).body.readableBytesView) == data)
+            #expect(try harness.objects.store.backend.list(.block, prefix: "").count == blocks)
+            // Bob names the same blocks: 409 with both missing, though the store has them.
+            let denied = try await swiftCall(
+                client, .put, "\(b)/copy?hashmap&format=json", token: bobToken, body: Array(hashmap.encoded()))
+            #expect(denied.status == .conflict)
+            #expect(try body(denied) == .array(expected.hashes.map { .string($0.hex) }))
+            #expect(try await swiftCall(client, .head, "\(b)/copy", token: bobToken).status == .notFound)
+            // Bob uploads the blocks (POST ?update), then the hashmap PUT succeeds.
+            let update = try await swiftCall(
+                client, .post, "\(b)?update", token: bobToken, headers: [.contentType: "application/octet-stream"],
+                body: data)
+            #expect(update.status == .accepted)
+            #expect(try body(update) == .array(expected.hashes.map { .string($0.hex) }))
+            let created = try await swiftCall(
+                client, .put, "\(b)/copy?hashmap&format=json", token: bobToken, body: Array(hashmap.encoded()))
+            #expect(created.status.code == 201)
+            #expect(Array(try await swiftCall(client, .get, "\(b)/copy", token: bobToken).body.readableBytesView) == data)
+            // A wrong count or a bad hash is 400; the empty object's hashmap is one hash.
+            let wrong: JSON = ["bytes": .int(data.count), "hashes": [.string(expected.hashes[0].hex)]]
+            #expect(try await swiftCall(client, .put, "\(a)/w?hashmap", token: aliceToken, body: Array(wrong.encoded())).status == .badRequest)
+            let bad: JSON = ["bytes": 3, "hashes": ["../../etc/passwd"]]
+            #expect(try await swiftCall(client, .put, "\(a)/w?hashmap", token: aliceToken, body: Array(bad.encoded())).status == .badRequest)
+            let empty: JSON = ["bytes": 0, "hashes": []]
+            #expect(try await swiftCall(client, .put, "\(a)/e?hashmap", token: aliceToken, body: Array(empty.encoded())).status.code == 201)
+            let emptyMap = try body(try await swiftCall(client, .get, "\(a)/e?hashmap", token: aliceToken))
+            #expect(emptyMap["hashes"] == [.string(BlockID.zero.hex)])
+        }
+    }
+
+    @Test("dynamic large objects: the manifest reads as its segments, ranges across them", arguments: Backend.all)
+    func dynamicLargeObjects(backend: Backend) async throws {
+        try await withHarness(backend) { harness, client in
+            let token = try await adminToken(client)
+            let project = try await harness.identity.project(idOrName: "admin").id
+            let account = "/v1/AUTH_\(project)"
+            #expect(try await swiftCall(client, .put, "\(account)/c", token: token).status.code == 201)
+            #expect(try await swiftCall(client, .put, "\(account)/c_segments", token: token).status.code == 201)
+            let parts = [randomBytes(1000), randomBytes(BlockStore.blockSizeBytes + 10), randomBytes(5)]
+            for (i, part) in parts.enumerated() {
+                let r = try await swiftCall(client, .put, "\(account)/c_segments/big/0000000\(i)", token: token, body: part)
+                #expect(r.status.code == 201)
+            }
+            let manifest = try await swiftCall(
+                client, .put, "\(account)/c/big", token: token,
+                headers: [HTTPField.Name("X-Object-Manifest")!: "c_segments/big/"], body: [])
+            #expect(manifest.status.code == 201)
+            let whole = parts.flatMap { $0 }
+            let got = try await swiftCall(client, .get, "\(account)/c/big", token: token)
+            #expect(got.status == .ok)
+            #expect(got.headers[HTTPField.Name("X-Object-Manifest")!] == "c_segments/big/")
+            #expect(Array(got.body.readableBytesView) == whole)
+            #expect(got.headers[.eTag] == "\"" + md5Hex(Array(parts.map(md5Hex).joined().utf8)) + "\"")
+            let ranged = try await swiftCall(client, .get, "\(account)/c/big", token: token, headers: [.range: "bytes=990-1020"])
+            #expect(Array(ranged.body.readableBytesView) == Array(whole[990...1020]))
+            let head = try await swiftCall(client, .head, "\(account)/c/big", token: token)
+            #expect(head.headers[.contentLength] == "\(whole.count)")
+        }
+    }
 }

@@ -1,4 +1,5 @@
 import BlockStore
+import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -10,6 +11,8 @@ extension HTTPField.Name {
     static let xCopyFrom = HTTPField.Name("X-Copy-From")!
     static let destination = HTTPField.Name("Destination")!
     static let xFreshMetadata = HTTPField.Name("X-Fresh-Metadata")!
+    static let xObjectManifest = HTTPField.Name("X-Object-Manifest")!
+    static let xObjectHash = HTTPField.Name("X-Object-Hash")!
 }
 
 extension HTTPRequest.Method {
@@ -184,6 +187,12 @@ extension ObjectStorageMiddleware {
                 project: project, name: container, metadataChange(request, kind: "container"))
             return Self.empty(created ? 201 : 202, [:])
         case .post:
+            let hasBody = (request.headers[.contentLength].flatMap(Int64.init) ?? 0) > 0
+                || request.headers[.transferEncoding]?.lowercased() == "chunked"
+            if Self.hasFlag(request, "update") && hasBody {
+                let hashes = try await objects.uploadBlocks(project: project, container: container, body: request.body)
+                return jsonResponse(.array(hashes.map(JSON.string)), status: 202)
+            }
             try await objects.updateContainerMetadata(
                 project: project, name: container, metadataChange(request, kind: "container"))
             return Self.empty(204, [:])
@@ -200,9 +209,47 @@ extension ObjectStorageMiddleware {
     func objectRequest(_ request: Request, project: String, container: String, name: String) async throws -> Response {
         switch request.method {
         case .get, .head:
+            if Self.hasFlag(request, "hashmap") {
+                let (object, hashmap) = try await objects.hashmap(project: project, container: container, name: name)
+                var headers = objectHeaders(object, includeLength: true)
+                headers[.xObjectHash] = hashmap.topHash.hex
+                let body: JSON = [
+                    "block_size": .int(hashmap.blockSizeBytes), "block_hash": .string(hashmap.blockHash),
+                    "bytes": .int(Int(hashmap.sizeBytes)), "hashes": .array(hashmap.hashes.map { .string($0.hex) }),
+                ]
+                if request.method == .head { return Self.empty(200, headers) }
+                return jsonResponse(body, headers: headers)
+            }
             let object = try await objects.object(project: project, container: container, name: name)
-            return try await objectResponse(request, object)
+            return try await objectResponse(request, project: project, object)
         case .put:
+            if Self.hasFlag(request, "hashmap") {
+                var r = request
+                let body = try await r.jsonObject()
+                guard let bytes = body["bytes"], case .int(let size) = bytes, let list = body["hashes"]?.arrayValue else {
+                    throw CloudError.badRequest("A hashmap is {\"bytes\": N, \"hashes\": [...]}.")
+                }
+                var upload = ObjectStorageService.Upload()
+                upload.contentType = request.headers[.contentType]
+                upload.metadata = metadataChange(request, kind: "object").applied(to: [:])
+                upload.expectedETag = request.headers[.eTag]
+                do {
+                    let stored = try await objects.putHashmap(
+                        project: project, container: container, name: name, sizeBytes: Int64(size),
+                        hashes: list.compactMap(\.stringValue), upload: upload)
+                    return Self.empty(201, objectHeaders(stored, includeLength: false))
+                } catch let missing as MissingBlocks {
+                    return jsonResponse(.array(missing.hashes.map(JSON.string)), status: 409)
+                }
+            }
+            if let manifest = request.headers[.xObjectManifest] {
+                var upload = ObjectStorageService.Upload()
+                upload.contentType = request.headers[.contentType]
+                upload.metadata = metadataChange(request, kind: "object").applied(to: [:])
+                let stored = try await objects.putManifest(
+                    project: project, container: container, name: name, manifest: manifest, upload: upload)
+                return Self.empty(201, objectHeaders(stored, includeLength: false))
+            }
             if let from = request.headers[.xCopyFrom] {
                 let source = try Self.objectPath(from, header: "X-Copy-From")
                 let copied = try await objects.copyObject(
@@ -260,6 +307,7 @@ extension ObjectStorageMiddleware {
         h[.xTimestamp] = Self.xTimestamp(o.modifiedAt)
         if includeLength {
             h[.contentType] = o.contentType
+            if let manifest = o.manifest { h[.xObjectManifest] = manifest }
             for (name, value) in o.metadata.sorted(by: { $0.key < $1.key }) {
                 if let field = HTTPField.Name("X-Object-Meta-" + name) { h[field] = value }
             }
@@ -267,11 +315,19 @@ extension ObjectStorageMiddleware {
         return h
     }
 
-    /// GET and HEAD of an object, with one byte range (`Range: bytes=a-b`, `a-`, `-n`).
-    func objectResponse(_ request: Request, _ object: StoredObject) async throws -> Response {
+    /// GET and HEAD of an object, with one byte range (`Range: bytes=a-b`, `a-`, `-n`). A DLO
+    /// manifest reads as its segments, one after the other.
+    func objectResponse(_ request: Request, project: String, _ object: StoredObject) async throws -> Response {
         var headers = objectHeaders(object, includeLength: true)
         headers[.acceptRanges] = "bytes"
-        let size = object.sizeBytes
+        var parts = [object]
+        if let manifest = object.manifest {
+            parts = try await objects.segments(project: project, manifest: manifest)
+            let etags = Array(parts.map(\.etag).joined().utf8)
+            headers[.eTag] = "\"" + Insecure.MD5.hash(data: etags).map { String(format: "%02x", $0) }.joined() + "\""
+            headers[.xObjectManifest] = manifest
+        }
+        let size = parts.reduce(Int64(0)) { $0 + $1.sizeBytes }
         var range = Int64(0)..<size
         var status = 200
         if let header = request.headers[.range] {
@@ -289,29 +345,49 @@ extension ObjectStorageMiddleware {
         }
         headers[.contentLength] = String(range.count)
         if request.method == .head { return Self.empty(status, headers) }
-        let entries = try await objects.entries(of: object)
+        // A plain object's map is resolved before the status goes out; a DLO's segments as they come.
+        let first = object.manifest == nil ? try await objects.entries(of: object) : nil
         let objects = self.objects
-        let blockSize = Int64(BlockStore.blockSizeBytes)
         let span = range
+        let segments = parts
         let body = ResponseBody(contentLength: Int(span.count)) { writer in
-            guard !span.isEmpty else {
-                try await writer.finish(nil)
-                return
-            }
-            var index = Int(span.lowerBound / blockSize)
-            let last = Int((span.upperBound - 1) / blockSize)
-            while index <= last {
-                var block = try await objects.readBlock(entries, index: index, sizeBytes: size)
-                let start = Int64(index) * blockSize
-                let from = Int(max(span.lowerBound - start, 0))
-                let to = Int(min(span.upperBound - start, Int64(block.readableBytes)))
-                block.moveReaderIndex(forwardBy: from)
-                if let slice = block.readSlice(length: to - from) { try await writer.write(slice) }
-                index += 1
+            var offset = Int64(0)
+            for part in segments {
+                defer { offset += part.sizeBytes }
+                let lower = max(span.lowerBound, offset) - offset
+                let upper = min(span.upperBound, offset + part.sizeBytes) - offset
+                guard lower < upper else { continue }
+                let entries: [MapEntry]
+                if let first { entries = first } else { entries = try await objects.entries(of: part) }
+                try await Self.writeBlocks(objects, entries, size: part.sizeBytes, range: lower..<upper, to: &writer)
             }
             try await writer.finish(nil)
         }
         return Response(status: .init(code: status), headers: headers, body: body)
+    }
+
+    /// Writes bytes `range` of a map of `size` bytes with `entries`, one verified block at a time.
+    static func writeBlocks(
+        _ objects: ObjectStorageService, _ entries: [MapEntry], size: Int64, range: Range<Int64>,
+        to writer: inout any ResponseBodyWriter
+    ) async throws {
+        let blockSize = Int64(BlockStore.blockSizeBytes)
+        var index = Int(range.lowerBound / blockSize)
+        let last = Int((range.upperBound - 1) / blockSize)
+        while index <= last {
+            var block = try await objects.readBlock(entries, index: index, sizeBytes: size)
+            let start = Int64(index) * blockSize
+            let from = Int(max(range.lowerBound - start, 0))
+            let to = Int(min(range.upperBound - start, Int64(block.readableBytes)))
+            block.moveReaderIndex(forwardBy: from)
+            if let slice = block.readSlice(length: to - from) { try await writer.write(slice) }
+            index += 1
+        }
+    }
+
+    /// True when the query names `flag` (`?hashmap`, `?update`, with or without a value).
+    static func hasFlag(_ request: Request, _ flag: String) -> Bool {
+        request.uri.queryParameters[Substring(flag)] != nil
     }
 
     enum RangeAnswer: Equatable {
