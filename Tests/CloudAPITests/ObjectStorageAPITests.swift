@@ -84,6 +84,11 @@ struct ObjectStorageAPITests {
             #expect(plain.headers[HTTPField.Name("X-Container-Bytes-Used")!] == "\(data.count + 12)")
             let delimited = try await swiftCall(client, .get, "\(account)/photos?delimiter=/", token: token)
             #expect(text(delimited) == "a/\nb.txt\nc/\nzeta\n")
+            // Clients page with the last subdir as marker: it is not repeated.
+            let afterSubdir = try await swiftCall(client, .get, "\(account)/photos?delimiter=/&marker=a/", token: token)
+            #expect(text(afterSubdir) == "b.txt\nc/\nzeta\n")
+            let limited = try await swiftCall(client, .get, "\(account)/photos?delimiter=/&limit=2", token: token)
+            #expect(text(limited) == "a/\nb.txt\n")
             let prefixed = try await swiftCall(client, .get, "\(account)/photos?prefix=a/&delimiter=/", token: token)
             #expect(text(prefixed) == "a/b.txt\na/c.txt\n")
             let paged = try await swiftCall(client, .get, "\(account)/photos?limit=2&marker=a/c.txt", token: token)

@@ -429,9 +429,17 @@ public struct ObjectStorageService: Sendable {
                     let rest = itemName.dropFirst(query.prefix.count)
                     if let range = rest.range(of: delimiter) {
                         let subdir = query.prefix + rest[..<range.upperBound]
-                        if subdir != lastSubdir {
+                        // The client pages with the last subdir as marker: never repeat it.
+                        if subdir != lastSubdir && subdir != query.marker {
                             results.append(.subdir(subdir))
                             lastSubdir = subdir
+                        }
+                        // Forward, skip the rest of the subdir at once: every name in it sorts
+                        // before `<subdir>U+10FFFF` (the largest code point; a name past it
+                        // rolls up into the same subdir, which is not repeated).
+                        if !query.reverse {
+                            after = subdir + "\u{10FFFF}"
+                            break
                         }
                         if results.count == limit { break }
                         continue
