@@ -30,7 +30,8 @@ public struct ObjectStorageService: Sendable {
     }
 
     /// Opens (creating if needed) the block store `DATA_DIR/store` and the scratch directory
-    /// `DATA_DIR/object-uploads`, removing uploads a crashed process left there.
+    /// `DATA_DIR/object-uploads`, removing uploads older than a day there (left by a crashed
+    /// process; another `serve` on the same data directory may be writing the younger ones).
     public static func open(dataDirectory: String, database: MetadataDatabase, logger: Logger) throws -> ObjectStorageService {
         let root = dataDirectory + "/store"
         let scratch = dataDirectory + "/object-uploads"
@@ -38,9 +39,17 @@ public struct ObjectStorageService: Sendable {
             try FileManager.default.createDirectory(
                 atPath: dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             _ = try PosixBackend.initialize(root: root)
-            try? FileManager.default.removeItem(atPath: scratch)
             try FileManager.default.createDirectory(
                 atPath: scratch, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            let dayAgo = Date().addingTimeInterval(-86400)
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: scratch)) ?? [] {
+                let path = scratch + "/" + name
+                if let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date,
+                    modified < dayAgo
+                {
+                    unlink(path)
+                }
+            }
         } catch {
             throw DatabaseError("cannot prepare the object store under \(dataDirectory): \(error)")
         }
