@@ -169,6 +169,9 @@ extension ObjectStorageMiddleware {
             headers[HTTPField.Name("X-Container-Bytes-Used")!] = String(c.bytesUsed)
             headers[.xTimestamp] = Self.xTimestamp(c.createdAt)
             headers[.lastModified] = Self.httpDate(c.modifiedAt)
+            // Pithos clients (kamaki) read these before computing a hashmap.
+            headers[HTTPField.Name("X-Container-Block-Size")!] = String(BlockStore.blockSizeBytes)
+            headers[HTTPField.Name("X-Container-Block-Hash")!] = BlockStore.blockHashName
             for (name, value) in c.metadata.sorted(by: { $0.key < $1.key }) {
                 if let field = HTTPField.Name("X-Container-Meta-" + name) { headers[field] = value }
             }
