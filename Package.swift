@@ -85,12 +85,13 @@ let package = Package(
         .executableTarget(name: "SnfNetwork", dependencies: ["NetworkSetup", "NodeSupport"]),
         // snf-store-bench: in-process timings for Benchmarks/store-bench (never run by the tests).
         .executableTarget(name: "StoreBench", dependencies: ["BlockStore", "BlockStorePosix"]),
-        // The cloud API (Keystone identity so far): HTTP routes, the metadata database (one SQLKit
-        // code path over SQLite and PostgreSQL, versioned migrations), passwords and tokens.
+        // The cloud API (Keystone identity, Swift object storage): HTTP routes, the metadata
+        // database (one SQLKit code path over SQLite and PostgreSQL, versioned migrations),
+        // passwords and tokens; objects are block-store maps.
         .target(
             name: "CloudAPI",
             dependencies: [
-                "CCrypt",
+                "CCrypt", "BlockStore", "BlockStorePosix",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -114,7 +115,9 @@ let package = Package(
         .testTarget(
             name: "CloudAPITests",
             dependencies: [
-                "CloudAPI",
+                "CloudAPI", "BlockStore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),

@@ -5,14 +5,20 @@ import Logging
 /// The `snf-cloud serve` process: the database, the services, and the HTTP application that
 /// mounts them. Built here so that tests run the same router in-process.
 public enum CloudServer {
-    /// The router with every service mounted (identity so far) and the request-id/error middleware.
+    /// The router with every service mounted (identity, and object storage when `objects` is
+    /// given) and the request-id/error middleware.
     public static func makeRouter(
-        identity: IdentityService, configuration: CloudConfiguration, logger: Logger
+        identity: IdentityService, objects: ObjectStorageService? = nil, configuration: CloudConfiguration,
+        logger: Logger
     ) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: OpenStackMiddleware(logger: logger))
-        IdentityRoutes(identity: identity, publicURL: configuration.publicURL, region: configuration.region)
-            .register(on: router)
+        IdentityRoutes(
+            identity: identity, publicURL: configuration.publicURL, region: configuration.region,
+            objectStorage: objects != nil
+        ).register(on: router)
+        // Object storage parses its own paths (`/info`, `/v1/...`), which no route matches.
+        if let objects { router.add(middleware: ObjectStorageMiddleware(objects: objects, identity: identity)) }
         return router
     }
 
@@ -21,8 +27,17 @@ public enum CloudServer {
         let database = try await MetadataDatabase.open(configuration, logger: logger)
         logger.info("metadata database: \(database.dialect.rawValue) at \(database.displayLocation)")
         let identity = IdentityService(database: database, tokenLifetimeSeconds: configuration.tokenLifetimeSeconds)
+        let objects: ObjectStorageService
+        do {
+            objects = try ObjectStorageService.open(
+                dataDirectory: configuration.dataDirectory, database: database, logger: logger)
+        } catch {
+            await database.close()
+            throw error
+        }
+        logger.info("block store: \(configuration.dataDirectory)/store")
         let app = Application(
-            router: makeRouter(identity: identity, configuration: configuration, logger: logger),
+            router: makeRouter(identity: identity, objects: objects, configuration: configuration, logger: logger),
             configuration: .init(
                 address: .hostname(configuration.listenHost, port: configuration.listenPort), serverName: "snf-cloud"),
             logger: logger)

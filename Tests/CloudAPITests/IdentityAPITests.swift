@@ -38,9 +38,9 @@ struct IdentityAPITests {
             let roles = Set(token["roles"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? [])
             #expect(roles == ["admin", "member", "reader"])
             let catalog = try #require(token["catalog"]?.arrayValue)
-            #expect(catalog.count == 1)
-            #expect(catalog[0]["type"] == "identity")
-            let endpoints = catalog[0]["endpoints"]?.arrayValue ?? []
+            #expect(Set(catalog.compactMap { $0["type"]?.stringValue }) == ["identity", "object-store"])
+            let identity = try #require(catalog.first { $0["type"] == "identity" })
+            let endpoints = identity["endpoints"]?.arrayValue ?? []
             #expect(Set(endpoints.compactMap { $0["interface"]?.stringValue }) == ["public", "internal", "admin"])
             #expect(endpoints.allSatisfy { $0["region_id"] == "RegionOne" })
             // ?nocatalog

@@ -83,6 +83,7 @@ func replacingDatabase(in url: String, with name: String) -> String {
 /// A service with an admin bootstrapped, the router in-process, and a clock the test controls.
 struct Harness: Sendable {
     var identity: IdentityService
+    var objects: ObjectStorageService
     var clock: TestClock
     var app: Application<RouterResponder<BasicRequestContext>>
 }
@@ -94,9 +95,12 @@ func withHarness<R: Sendable>(_ backend: Backend, _ body: @Sendable (Harness, an
         let clock = TestClock()
         let identity = IdentityService(database: database, tokenLifetimeSeconds: 3600, now: { clock.now() })
         _ = try await identity.bootstrap(adminPassword: "secret-admin")
-        let router = CloudServer.makeRouter(identity: identity, configuration: configuration, logger: testLogger)
+        let objects = try ObjectStorageService.open(
+            dataDirectory: configuration.dataDirectory, database: database, logger: testLogger)
+        let router = CloudServer.makeRouter(
+            identity: identity, objects: objects, configuration: configuration, logger: testLogger)
         let app = Application(router: router, logger: testLogger)
-        let harness = Harness(identity: identity, clock: clock, app: app)
+        let harness = Harness(identity: identity, objects: objects, clock: clock, app: app)
         return try await app.test(.router) { client in try await body(harness, client) }
     }
 }

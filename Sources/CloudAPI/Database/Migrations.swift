@@ -11,7 +11,8 @@ enum Migrations {
     }
 
     static let all: [Migration] = [
-        Migration(version: 1, name: "identity: projects, users, roles, role assignments, tokens", apply: identityV1)
+        Migration(version: 1, name: "identity: projects, users, roles, role assignments, tokens", apply: identityV1),
+        Migration(version: 2, name: "object storage: accounts, containers, objects", apply: objectStorageV2),
     ]
 
     /// The newest schema version this program knows.
@@ -101,5 +102,47 @@ enum Migrations {
             .run()
         try await db.create(index: "tokens_expires").on("tokens").column("expires_at_us").run()
         try await db.create(index: "role_assignments_project").on("role_assignments").column("project_id").run()
+    }
+
+    /// Schema version 2: object storage. Names compare bytewise (Swift's listing order): SQLite's
+    /// default BINARY collation, PostgreSQL's `"C"`. Metadata is a JSON object of the user's
+    /// `X-*-Meta-*` pairs. An object's bytes are the block-store map `map_name`; `manifest` is a
+    /// dynamic large object's `container/prefix`.
+    @Sendable static func objectStorageV2(_ db: any SQLDatabase) async throws {
+        let bytewise: [SQLColumnConstraintAlgorithm] =
+            db.dialect.name == "postgresql" ? [.notNull, .custom(SQLRaw("COLLATE \"C\""))] : [.notNull]
+        try await db.create(table: "object_accounts")
+            .column("project_id", type: .text, .primaryKey(autoIncrement: false))
+            .column("metadata", type: .text, .notNull)
+            .run()
+        try await db.create(table: "object_containers")
+            .column("project_id", type: .text, .notNull)
+            .column("name", type: .text, bytewise)
+            .column("metadata", type: .text, .notNull)
+            .column("created_at_us", type: .bigint, .notNull)
+            .column("modified_at_us", type: .bigint, .notNull)
+            .primaryKey("project_id", "name")
+            .run()
+        try await db.create(table: "objects")
+            .column("project_id", type: .text, .notNull)
+            .column("container", type: .text, bytewise)
+            .column("name", type: .text, bytewise)
+            .column("map_name", type: .text, .notNull, .unique)
+            .column("size_bytes", type: .bigint, .notNull)
+            .column("etag", type: .text, .notNull)
+            .column("content_type", type: .text, .notNull)
+            .column("metadata", type: .text, .notNull)
+            .column("manifest", type: .text)
+            .column("created_at_us", type: .bigint, .notNull)
+            .column("modified_at_us", type: .bigint, .notNull)
+            .primaryKey("project_id", "container", "name")
+            .run()
+        // The blocks each project has stored (uploaded or as part of an object): a hashmap PUT
+        // finds only these, so dedup never tells a project that another one holds a block.
+        try await db.create(table: "object_blocks")
+            .column("project_id", type: .text, .notNull)
+            .column("block_hash", type: .text, .notNull)
+            .primaryKey("project_id", "block_hash")
+            .run()
     }
 }

@@ -3,6 +3,8 @@ struct IdentityJSON {
     /// The public base URL of this request, without a trailing slash (`http://host:port`).
     let base: String
     let region: String
+    /// True when this process serves object storage (its catalog entry is listed only then).
+    var objectStorage = false
 
     var v3: String { base + "/v3" }
 
@@ -47,10 +49,12 @@ struct IdentityJSON {
         [key: .array(items), "links": ["self": .string(v3 + path), "previous": nil, "next": nil]]
     }
 
-    /// The service catalog: only what this process serves (identity, for now), each service with
-    /// public, internal and admin endpoints in one region.
-    func catalog() -> JSON {
-        let services: [(type: String, name: String, url: String)] = [("identity", "keystone", v3)]
+    /// The service catalog: only what this process serves (identity, object storage), each service
+    /// with public, internal and admin endpoints in one region. Object storage's URL names the
+    /// token's project (`/v1/AUTH_<project id>`).
+    func catalog(projectID: String) -> JSON {
+        var services: [(type: String, name: String, url: String)] = [("identity", "keystone", v3)]
+        if objectStorage { services.append(("object-store", "swift", "\(base)/v1/AUTH_\(projectID)")) }
         return .array(
             services.map { service in
                 [
@@ -84,7 +88,7 @@ struct IdentityJSON {
             t["project"] = ["id": .string(p.id), "name": .string(p.name), "domain": Self.domain]
             t["is_domain"] = false
             t["roles"] = .array(a.roles.map { ["id": .string($0.id), "name": .string($0.name)] })
-            if includeCatalog { t["catalog"] = catalog() }
+            if includeCatalog { t["catalog"] = catalog(projectID: p.id) }
         }
         return ["token": .object(t)]
     }

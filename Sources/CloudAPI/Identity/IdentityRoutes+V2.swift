@@ -73,6 +73,19 @@ extension IdentityRoutes {
                     "endpoints_links": [],
                 ]
             ]
+            if objectStorage {
+                let swiftURL = "\(base)/v1/AUTH_\(p.id)"
+                catalog.append([
+                    "type": "object-store", "name": "swift",
+                    "endpoints": [
+                        [
+                            "id": "object-store-public", "region": .string(region), "publicURL": .string(swiftURL),
+                            "internalURL": .string(swiftURL), "adminURL": .string(swiftURL),
+                        ]
+                    ],
+                    "endpoints_links": [],
+                ])
+            }
         }
         return [
             "access": [

@@ -8,15 +8,18 @@ public struct IdentityRoutes: Sendable {
     let identity: IdentityService
     let publicURL: String?
     let region: String
+    /// True when object storage is mounted too: the catalog then lists it.
+    let objectStorage: Bool
 
-    public init(identity: IdentityService, publicURL: String?, region: String) {
+    public init(identity: IdentityService, publicURL: String?, region: String, objectStorage: Bool = false) {
         self.identity = identity
         self.publicURL = publicURL
         self.region = region
+        self.objectStorage = objectStorage
     }
 
     func shapes(_ request: Request) -> IdentityJSON {
-        IdentityJSON(base: request.baseURL(configured: publicURL), region: region)
+        IdentityJSON(base: request.baseURL(configured: publicURL), region: region, objectStorage: objectStorage)
     }
 
     /// The caller's authorization from `X-Auth-Token`; 401 when missing or not valid.
@@ -82,11 +85,11 @@ public struct IdentityRoutes: Sendable {
         }
         router.get("/v3/auth/catalog") { request, _ in
             let a = try await authorize(request)
-            guard a.project != nil else {
+            guard let project = a.project else {
                 throw CloudError.forbidden("A catalog can only be retrieved with a project-scoped token.")
             }
             let s = shapes(request)
-            return jsonResponse(["catalog": s.catalog(), "links": ["self": .string(s.v3 + "/auth/catalog")]])
+            return jsonResponse(["catalog": s.catalog(projectID: project.id), "links": ["self": .string(s.v3 + "/auth/catalog")]])
         }
         router.get("/v3/domains") { request, _ in
             _ = try await authorize(request)

@@ -1,0 +1,551 @@
+import BlockStore
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+extension HTTPField.Name {
+    static let xTransID = HTTPField.Name("X-Trans-Id")!
+    static let xTimestamp = HTTPField.Name("X-Timestamp")!
+    static let xCopyFrom = HTTPField.Name("X-Copy-From")!
+    static let destination = HTTPField.Name("Destination")!
+    static let xFreshMetadata = HTTPField.Name("X-Fresh-Metadata")!
+    static let xObjectManifest = HTTPField.Name("X-Object-Manifest")!
+    static let xObjectHash = HTTPField.Name("X-Object-Hash")!
+}
+
+extension HTTPRequest.Method {
+    static let copy = HTTPRequest.Method("COPY")!
+}
+
+/// Swift v1 over HTTP: `/info` and `/v1/<account>[/<container>[/<object>]]`, where the account is
+/// `AUTH_<project id>` or `<project id>`.
+///
+/// A middleware rather than router routes: object names hold any character, `/` included and
+/// trailing, and Swift has a `COPY` method; the path is parsed here, percent-decoded once.
+/// Every request under `/v1` needs a token scoped to the account's project (or an admin token):
+/// anything else is 403 before a row is read, whether the project exists or not. Readers may
+/// read; writing needs the member role. Errors are plain text, as Swift answers them.
+public struct ObjectStorageMiddleware<Context: RequestContext>: RouterMiddleware {
+    let objects: ObjectStorageService
+    let identity: IdentityService
+
+    public init(objects: ObjectStorageService, identity: IdentityService) {
+        self.objects = objects
+        self.identity = identity
+    }
+
+    public func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        let path = request.uri.path
+        if path == "/info" || path == "/info/" {
+            guard request.method == .get || request.method == .head else { return Self.error(.init(status: 405, message: "Method Not Allowed"), request) }
+            return jsonResponse(ObjectStorageInfo.document)
+        }
+        guard path == "/v1" || path.hasPrefix("/v1/") else { return try await next(request, context) }
+        var response: Response
+        do {
+            response = try await route(request, path: path)
+        } catch let error as CloudError {
+            response = Self.error(error, request)
+        } catch let error as StoreError where error.code == .notFound {
+            response = Self.error(.notFound("Not Found"), request)
+        }
+        response.headers[.xTransID] = "tx" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        return response
+    }
+
+}
+
+/// `GET /info`: Swift's capabilities, and Pithos' block size and hash.
+enum ObjectStorageInfo {
+    static let document: JSON = [
+        "swift": [
+            "version": "2.34.0", "max_file_size": .int(Int(ObjectLimits.maxFileSizeBytes)),
+            "max_object_name_length": .int(ObjectLimits.maxObjectNameBytes),
+            "container_listing_limit": .int(ObjectLimits.listingLimit),
+            "account_listing_limit": .int(ObjectLimits.listingLimit),
+            "max_meta_name_length": .int(ObjectLimits.maxMetaNameBytes),
+            "max_meta_value_length": .int(ObjectLimits.maxMetaValueBytes),
+            "max_meta_count": .int(ObjectLimits.maxMetaCount),
+            "max_meta_overall_size": .int(ObjectLimits.maxMetaOverallBytes),
+            "max_container_name_length": .int(ObjectLimits.maxContainerNameBytes),
+            "max_account_name_length": 256, "max_header_size": 8192, "extra_header_count": 0,
+            "strict_cors_mode": true, "allow_account_management": false, "account_autocreate": true,
+            "policies": [["name": "Policy-0", "default": true]],
+        ],
+        "pithos": ["block_size": .int(BlockStore.blockSizeBytes), "block_hash": .string(BlockStore.blockHashName)],
+    ]
+}
+
+extension ObjectStorageMiddleware {
+
+    // MARK: Routing
+
+    func route(_ request: Request, path: String) async throws -> Response {
+        let rest = path.dropFirst("/v1".count).drop { $0 == "/" }
+        let parts = rest.split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        guard let accountPart = parts.first, !accountPart.isEmpty, let account = accountPart.removingPercentEncoding else {
+            throw CloudError.badRequest("Bad URL: no account.")
+        }
+        guard let container = parts.count > 1 ? parts[1].removingPercentEncoding : "",
+            let object = parts.count > 2 ? parts[2].removingPercentEncoding : ""
+        else { throw CloudError.badRequest("Bad URL: invalid percent-encoding.") }
+        let project = account.hasPrefix("AUTH_") ? String(account.dropFirst(5)) : account
+        let write = ![.get, .head].contains(request.method)
+        try await authorize(request, project: project, write: write)
+        if container.isEmpty {
+            guard object.isEmpty else { throw CloudError.badRequest("Bad URL: an object needs a container.") }
+            return try await accountRequest(request, project: project)
+        }
+        if object.isEmpty { return try await containerRequest(request, project: project, container: container) }
+        return try await objectRequest(request, project: project, container: container, name: object)
+    }
+
+    /// 401 without a valid token; 403 unless it is scoped to `project` (with the member role to
+    /// write) or is an admin token, in which case the project must exist (404).
+    func authorize(_ request: Request, project: String, write: Bool) async throws {
+        guard let secret = request.headers[.xAuthToken], let a = try await identity.validate(secret) else {
+            throw CloudError.unauthorized("Unauthorized: this server could not verify that you are authorized to access the document you requested.")
+        }
+        if a.project?.id == project {
+            if write && !a.roles.contains(where: { $0.name == BuiltinRole.member.rawValue }) {
+                throw CloudError.forbidden("Forbidden: access was denied to this resource.")
+            }
+            return
+        }
+        guard a.isAdmin else { throw CloudError.forbidden("Forbidden: access was denied to this resource.") }
+        guard (try? await identity.project(id: project)) != nil else { throw CloudError.notFound("Not Found") }
+    }
+
+    // MARK: Account
+
+    func accountRequest(_ request: Request, project: String) async throws -> Response {
+        switch request.method {
+        case .get, .head:
+            let account = try await objects.account(project: project)
+            var headers = accountHeaders(account)
+            if request.method == .head { return Self.empty(204, headers) }
+            let query = try listingQuery(request)
+            let entries = try await objects.listContainers(project: project, query)
+            return listingResponse(
+                request, entries, headers: &headers,
+                json: { c in
+                    [
+                        "name": .string(c.name), "count": .int(Int(c.objectCount)), "bytes": .int(Int(c.bytesUsed)),
+                        "last_modified": .string(Self.listingDate(c.modifiedAt)),
+                    ]
+                }, name: \.name)
+        case .post:
+            try await objects.updateAccountMetadata(project: project, metadataChange(request, kind: "account"))
+            return Self.empty(204, [:])
+        default:
+            throw CloudError(status: 405, message: "Method Not Allowed")
+        }
+    }
+
+    func accountHeaders(_ a: ObjectAccount) -> HTTPFields {
+        var h: HTTPFields = [:]
+        h[HTTPField.Name("X-Account-Container-Count")!] = String(a.containerCount)
+        h[HTTPField.Name("X-Account-Object-Count")!] = String(a.objectCount)
+        h[HTTPField.Name("X-Account-Bytes-Used")!] = String(a.bytesUsed)
+        h[.xTimestamp] = Self.xTimestamp(Timestamp.now())
+        for (name, value) in a.metadata.sorted(by: { $0.key < $1.key }) {
+            if let field = HTTPField.Name("X-Account-Meta-" + name) { h[field] = value }
+        }
+        return h
+    }
+
+    // MARK: Container
+
+    func containerRequest(_ request: Request, project: String, container: String) async throws -> Response {
+        switch request.method {
+        case .get, .head:
+            let c = try await objects.container(project: project, name: container)
+            var headers: HTTPFields = [:]
+            headers[HTTPField.Name("X-Container-Object-Count")!] = String(c.objectCount)
+            headers[HTTPField.Name("X-Container-Bytes-Used")!] = String(c.bytesUsed)
+            headers[.xTimestamp] = Self.xTimestamp(c.createdAt)
+            headers[.lastModified] = Self.httpDate(c.modifiedAt)
+            // Pithos clients (kamaki) read these before computing a hashmap.
+            headers[HTTPField.Name("X-Container-Block-Size")!] = String(BlockStore.blockSizeBytes)
+            headers[HTTPField.Name("X-Container-Block-Hash")!] = BlockStore.blockHashName
+            for (name, value) in c.metadata.sorted(by: { $0.key < $1.key }) {
+                if let field = HTTPField.Name("X-Container-Meta-" + name) { headers[field] = value }
+            }
+            if request.method == .head { return Self.empty(204, headers) }
+            let entries = try await objects.listObjects(project: project, container: container, listingQuery(request))
+            return listingResponse(
+                request, entries, headers: &headers,
+                json: { o in
+                    [
+                        "name": .string(o.name), "hash": .string(o.etag), "bytes": .int(Int(o.sizeBytes)),
+                        "content_type": .string(o.contentType), "last_modified": .string(Self.listingDate(o.modifiedAt)),
+                    ]
+                }, name: \.name)
+        case .put:
+            let created = try await objects.putContainer(
+                project: project, name: container, metadataChange(request, kind: "container"))
+            return Self.empty(created ? 201 : 202, [:])
+        case .post:
+            let hasBody = (request.headers[.contentLength].flatMap(Int64.init) ?? 0) > 0
+                || request.headers[.transferEncoding]?.lowercased() == "chunked"
+            if Self.hasFlag(request, "update") && hasBody {
+                let hashes = try await objects.uploadBlocks(project: project, container: container, body: request.body)
+                return jsonResponse(.array(hashes.map(JSON.string)), status: 202)
+            }
+            try await objects.updateContainerMetadata(
+                project: project, name: container, metadataChange(request, kind: "container"))
+            return Self.empty(204, [:])
+        case .delete:
+            try await objects.deleteContainer(project: project, name: container)
+            return Self.empty(204, [:])
+        default:
+            throw CloudError(status: 405, message: "Method Not Allowed")
+        }
+    }
+
+    // MARK: Object
+
+    func objectRequest(_ request: Request, project: String, container: String, name: String) async throws -> Response {
+        switch request.method {
+        case .get, .head:
+            if Self.hasFlag(request, "hashmap") {
+                let (object, hashmap) = try await objects.hashmap(project: project, container: container, name: name)
+                var headers = objectHeaders(object, includeLength: true)
+                headers[.xObjectHash] = hashmap.topHash.hex
+                let body: JSON = [
+                    "block_size": .int(hashmap.blockSizeBytes), "block_hash": .string(hashmap.blockHash),
+                    "bytes": .int(Int(hashmap.sizeBytes)), "hashes": .array(hashmap.hashes.map { .string($0.hex) }),
+                ]
+                if request.method == .head { return Self.empty(200, headers) }
+                return jsonResponse(body, headers: headers)
+            }
+            let object = try await objects.object(project: project, container: container, name: name)
+            return try await objectResponse(request, project: project, object)
+        case .put:
+            if Self.hasFlag(request, "hashmap") {
+                var r = request
+                let body = try await r.jsonObject()
+                guard let bytes = body["bytes"], case .int(let size) = bytes, let list = body["hashes"]?.arrayValue else {
+                    throw CloudError.badRequest("A hashmap is {\"bytes\": N, \"hashes\": [...]}.")
+                }
+                var upload = ObjectStorageService.Upload()
+                upload.contentType = request.headers[.contentType]
+                upload.metadata = metadataChange(request, kind: "object").applied(to: [:])
+                upload.expectedETag = request.headers[.eTag]
+                do {
+                    let stored = try await objects.putHashmap(
+                        project: project, container: container, name: name, sizeBytes: Int64(size),
+                        hashes: list.compactMap(\.stringValue), upload: upload)
+                    return Self.empty(201, objectHeaders(stored, includeLength: false))
+                } catch let missing as MissingBlocks {
+                    return jsonResponse(.array(missing.hashes.map(JSON.string)), status: 409)
+                }
+            }
+            if let manifest = request.headers[.xObjectManifest] {
+                var upload = ObjectStorageService.Upload()
+                upload.contentType = request.headers[.contentType]
+                upload.metadata = metadataChange(request, kind: "object").applied(to: [:])
+                let stored = try await objects.putManifest(
+                    project: project, container: container, name: name, manifest: manifest, upload: upload)
+                return Self.empty(201, objectHeaders(stored, includeLength: false))
+            }
+            if let from = request.headers[.xCopyFrom] {
+                let source = try Self.objectPath(from, header: "X-Copy-From")
+                let copied = try await objects.copyObject(
+                    project: project, from: source, to: (container, name), change: copyMetadata(request),
+                    contentType: request.headers[.contentType])
+                return Self.empty(201, objectHeaders(copied, includeLength: false))
+            }
+            var upload = ObjectStorageService.Upload()
+            upload.contentType = request.headers[.contentType]
+            upload.metadata = metadataChange(request, kind: "object").applied(to: [:])
+            upload.expectedETag = request.headers[.eTag]
+            if let length = request.headers[.contentLength] {
+                guard let n = Int64(length), n >= 0 else { throw CloudError.badRequest("Invalid Content-Length.") }
+                upload.declaredLength = n
+            } else if request.headers[.transferEncoding]?.lowercased() != "chunked" {
+                throw CloudError(status: 411, message: "Length Required")
+            }
+            let stored = try await objects.putObject(
+                project: project, container: container, name: name, upload: upload, body: request.body)
+            return Self.empty(201, objectHeaders(stored, includeLength: false))
+        case .copy:
+            guard let destination = request.headers[.destination] else {
+                throw CloudError.badRequest("The Destination header is required for COPY.")
+            }
+            let target = try Self.objectPath(destination, header: "Destination")
+            let copied = try await objects.copyObject(
+                project: project, from: (container, name), to: target, change: copyMetadata(request),
+                contentType: request.headers[.contentType])
+            return Self.empty(201, objectHeaders(copied, includeLength: false))
+        case .post:
+            var change = metadataChange(request, kind: "object")
+            change.replaceAll = true
+            try await objects.updateObjectMetadata(
+                project: project, container: container, name: name, change, contentType: request.headers[.contentType])
+            return Self.empty(202, [:])
+        case .delete:
+            try await objects.deleteObject(project: project, container: container, name: name)
+            return Self.empty(204, [:])
+        default:
+            throw CloudError(status: 405, message: "Method Not Allowed")
+        }
+    }
+
+    /// The metadata a copy applies over the source's (all of it with `X-Fresh-Metadata: true`).
+    func copyMetadata(_ request: Request) -> MetadataChange {
+        var change = metadataChange(request, kind: "object")
+        change.replaceAll = request.headers[.xFreshMetadata]?.lowercased() == "true"
+        return change
+    }
+
+    func objectHeaders(_ o: StoredObject, includeLength: Bool) -> HTTPFields {
+        var h: HTTPFields = [:]
+        h[.eTag] = o.etag
+        h[.lastModified] = Self.httpDate(o.modifiedAt)
+        h[.xTimestamp] = Self.xTimestamp(o.modifiedAt)
+        if includeLength {
+            h[.contentType] = o.contentType
+            if let manifest = o.manifest { h[.xObjectManifest] = manifest }
+            for (name, value) in o.metadata.sorted(by: { $0.key < $1.key }) {
+                if let field = HTTPField.Name("X-Object-Meta-" + name) { h[field] = value }
+            }
+        }
+        return h
+    }
+
+    /// GET and HEAD of an object, with one byte range (`Range: bytes=a-b`, `a-`, `-n`). A DLO
+    /// manifest reads as its segments, one after the other.
+    func objectResponse(_ request: Request, project: String, _ object: StoredObject) async throws -> Response {
+        var headers = objectHeaders(object, includeLength: true)
+        headers[.acceptRanges] = "bytes"
+        var parts = [object]
+        if let manifest = object.manifest {
+            parts = try await objects.segments(project: project, manifest: manifest)
+            let etags = Array(parts.map(\.etag).joined().utf8)
+            headers[.eTag] = "\"" + Insecure.MD5.hash(data: etags).map { String(format: "%02x", $0) }.joined() + "\""
+            headers[.xObjectManifest] = manifest
+        }
+        let size = parts.reduce(Int64(0)) { $0 + $1.sizeBytes }
+        var range = Int64(0)..<size
+        var status = 200
+        if let header = request.headers[.range] {
+            switch Self.parseRange(header, size: size) {
+            case .whole: break
+            case .unsatisfiable:
+                var h: HTTPFields = [:]
+                h[.contentRange] = "bytes */\(size)"
+                return Self.error(.init(status: 416, message: "Requested Range Not Satisfiable"), request, headers: h)
+            case .range(let r):
+                range = r
+                status = 206
+                headers[.contentRange] = "bytes \(r.lowerBound)-\(r.upperBound - 1)/\(size)"
+            }
+        }
+        headers[.contentLength] = String(range.count)
+        if request.method == .head { return Self.empty(status, headers) }
+        // A plain object's map is resolved before the status goes out; a DLO's segments as they come.
+        let first = object.manifest == nil ? try await objects.entries(of: object) : nil
+        let objects = self.objects
+        let span = range
+        let segments = parts
+        let body = ResponseBody(contentLength: Int(span.count)) { writer in
+            var offset = Int64(0)
+            for part in segments {
+                defer { offset += part.sizeBytes }
+                let lower = max(span.lowerBound, offset) - offset
+                let upper = min(span.upperBound, offset + part.sizeBytes) - offset
+                guard lower < upper else { continue }
+                let entries: [MapEntry]
+                if let first { entries = first } else { entries = try await objects.entries(of: part) }
+                try await Self.writeBlocks(objects, entries, size: part.sizeBytes, range: lower..<upper, to: &writer)
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: .init(code: status), headers: headers, body: body)
+    }
+
+    /// Writes bytes `range` of a map of `size` bytes with `entries`, one verified block at a time.
+    static func writeBlocks(
+        _ objects: ObjectStorageService, _ entries: [MapEntry], size: Int64, range: Range<Int64>,
+        to writer: inout any ResponseBodyWriter
+    ) async throws {
+        let blockSize = Int64(BlockStore.blockSizeBytes)
+        var index = Int(range.lowerBound / blockSize)
+        let last = Int((range.upperBound - 1) / blockSize)
+        while index <= last {
+            var block = try await objects.readBlock(entries, index: index, sizeBytes: size)
+            let start = Int64(index) * blockSize
+            let from = Int(max(range.lowerBound - start, 0))
+            let to = Int(min(range.upperBound - start, Int64(block.readableBytes)))
+            block.moveReaderIndex(forwardBy: from)
+            if let slice = block.readSlice(length: to - from) { try await writer.write(slice) }
+            index += 1
+        }
+    }
+
+    /// True when the query names `flag` (`?hashmap`, `?update`, with or without a value).
+    static func hasFlag(_ request: Request, _ flag: String) -> Bool {
+        request.uri.queryParameters[Substring(flag)] != nil
+    }
+
+    enum RangeAnswer: Equatable {
+        case whole
+        case unsatisfiable
+        case range(Range<Int64>)
+    }
+
+    /// One byte range of RFC 9110; several ranges or a malformed header are answered with the
+    /// whole object (which the RFC allows).
+    static func parseRange(_ header: String, size: Int64) -> RangeAnswer {
+        let value = header.trimmingCharacters(in: .whitespaces)
+        guard value.lowercased().hasPrefix("bytes="), !value.contains(",") else { return .whole }
+        let spec = value.dropFirst(6).trimmingCharacters(in: .whitespaces)
+        guard let dash = spec.firstIndex(of: "-") else { return .whole }
+        let first = spec[..<dash].trimmingCharacters(in: .whitespaces)
+        let second = spec[spec.index(after: dash)...].trimmingCharacters(in: .whitespaces)
+        if first.isEmpty {
+            guard let suffix = Int64(second) else { return .whole }
+            guard suffix > 0, size > 0 else { return .unsatisfiable }
+            return .range(max(0, size - suffix)..<size)
+        }
+        guard let start = Int64(first), start >= 0 else { return .whole }
+        var end = size - 1
+        if !second.isEmpty {
+            guard let e = Int64(second), e >= start else { return .whole }
+            end = min(e, size - 1)
+        }
+        guard start < size else { return .unsatisfiable }
+        return .range(start..<(end + 1))
+    }
+
+    /// `container/object` or `/container/object`, percent-encoded.
+    static func objectPath(_ value: String, header: String) throws(CloudError) -> (container: String, name: String) {
+        let trimmed = value.drop { $0 == "/" }
+        let parts = trimmed.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, let container = String(parts[0]).removingPercentEncoding,
+            let name = String(parts[1]).removingPercentEncoding, !container.isEmpty, !name.isEmpty
+        else { throw .init(status: 412, message: "\(header) header must be of the form <container name>/<object name>") }
+        return (container, name)
+    }
+
+    // MARK: Listings
+
+    func listingQuery(_ request: Request) throws(CloudError) -> ListingQuery {
+        let p = request.uri.queryParameters
+        var q = ListingQuery()
+        if let limit = p["limit"] {
+            guard let n = Int(limit), n >= 0 else { throw .badRequest("limit must be a non-negative integer.") }
+            guard n <= ObjectLimits.listingLimit else {
+                throw .init(status: 412, message: "Maximum limit is \(ObjectLimits.listingLimit)")
+            }
+            q.limit = n
+        }
+        q.marker = p["marker"].map(String.init)
+        q.endMarker = p["end_marker"].map(String.init)
+        q.prefix = p["prefix"].map(String.init) ?? ""
+        q.delimiter = p["delimiter"].map(String.init)
+        if let d = q.delimiter, d.count > 1 { throw .init(status: 412, message: "Bad delimiter") }
+        if let reverse = p["reverse"] { q.reverse = ["true", "1", "yes", "on", "t", "y"].contains(reverse.lowercased()) }
+        return q
+    }
+
+    /// `format=json` (or `Accept: application/json`) gives JSON; otherwise one name per line.
+    /// An empty plain listing is 204; an empty JSON listing is 200 with `[]`.
+    func listingResponse<Item: Sendable>(
+        _ request: Request, _ entries: [ListingEntry<Item>], headers: inout HTTPFields, json: (Item) -> JSON,
+        name: (Item) -> String
+    ) -> Response {
+        let format = request.uri.queryParameters["format"].map { $0.lowercased() }
+        let wantsJSON =
+            format == "json" || (format == nil && request.headers[.accept]?.contains("application/json") == true)
+        if wantsJSON {
+            let body = JSON.array(
+                entries.map { entry in
+                    switch entry {
+                    case .item(let item): json(item)
+                    case .subdir(let prefix): ["subdir": .string(prefix)]
+                    }
+                })
+            headers[.contentType] = "application/json; charset=utf-8"
+            return Response(
+                status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body.encoded())))
+        }
+        if entries.isEmpty { return Self.empty(204, headers) }
+        var text = ""
+        for entry in entries {
+            switch entry {
+            case .item(let item): text += name(item) + "\n"
+            case .subdir(let prefix): text += prefix + "\n"
+            }
+        }
+        headers[.contentType] = "text/plain; charset=utf-8"
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    // MARK: Metadata headers
+
+    /// `X-<Kind>-Meta-Name: value` sets (an empty value removes), `X-Remove-<Kind>-Meta-Name` removes.
+    /// Names are kept lowercased (HTTP field names are case-insensitive).
+    func metadataChange(_ request: Request, kind: String) -> MetadataChange {
+        var change = MetadataChange()
+        let setPrefix = "x-\(kind)-meta-"
+        let removePrefix = "x-remove-\(kind)-meta-"
+        for field in request.headers {
+            let name = field.name.canonicalName
+            if name.hasPrefix(setPrefix), name.count > setPrefix.count {
+                change.set[String(name.dropFirst(setPrefix.count))] = field.value
+            } else if name.hasPrefix(removePrefix), name.count > removePrefix.count {
+                change.remove.insert(String(name.dropFirst(removePrefix.count)))
+            }
+        }
+        return change
+    }
+
+    // MARK: Shapes
+
+    static func empty(_ status: Int, _ headers: HTTPFields) -> Response {
+        var h = headers
+        if h[.contentLength] == nil { h[.contentLength] = "0" }
+        if h[.contentType] == nil { h[.contentType] = "text/html; charset=UTF-8" }
+        return Response(status: .init(code: status), headers: h)
+    }
+
+    /// Swift's error answers: a short text body (none for HEAD).
+    static func error(_ error: CloudError, _ request: Request, headers: HTTPFields = [:]) -> Response {
+        var h = headers
+        h[.contentType] = "text/plain; charset=utf-8"
+        if error.status == 401 { h[.wwwAuthenticate] = "Keystone uri=\"/v3\"" }
+        if request.method == .head {
+            h[.contentLength] = "0"
+            return Response(status: .init(code: error.status), headers: h)
+        }
+        return Response(
+            status: .init(code: error.status), headers: h,
+            body: ResponseBody(byteBuffer: ByteBuffer(string: error.message + "\n")))
+    }
+
+    /// `1700000000.12345` (X-Timestamp).
+    static func xTimestamp(_ t: Timestamp) -> String {
+        String(format: "%d.%05d", t.microseconds / 1_000_000, (t.microseconds % 1_000_000) / 10)
+    }
+
+    /// `2024-01-01T00:00:00.000000` (listings).
+    static func listingDate(_ t: Timestamp) -> String { String(t.iso8601Microseconds.dropLast()) }
+
+    /// `Mon, 01 Jan 2024 00:00:00 GMT` (Last-Modified), rounded up to the second as Swift does.
+    static func httpDate(_ t: Timestamp) -> String {
+        var seconds = time_t((t.microseconds + 999_999) / 1_000_000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(Int(parts.tm_year) + 1900) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+    }
+}

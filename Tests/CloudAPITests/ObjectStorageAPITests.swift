@@ -1,0 +1,389 @@
+import BlockStore
+import CloudAPI
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+/// Sends one Swift request with `token`.
+func swiftCall(
+    _ client: any TestClientProtocol, _ method: HTTPRequest.Method, _ path: String, token: String?,
+    headers: HTTPFields = [:], body: [UInt8]? = nil
+) async throws -> TestResponse {
+    var fields = headers
+    if let token { fields[xAuthToken] = token }
+    return try await client.execute(
+        uri: path, method: method, headers: fields, body: body.map { ByteBuffer(bytes: $0) })
+}
+
+func text(_ response: TestResponse) -> String { String(buffer: response.body) }
+
+func md5Hex(_ bytes: [UInt8]) -> String { Insecure.MD5.hash(data: bytes).map { String(format: "%02x", $0) }.joined() }
+
+func randomBytes(_ count: Int) -> [UInt8] {
+    var generator = SystemRandomNumberGenerator()
+    return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+}
+
+/// A project `name` with a user `name` holding `role` on it; returns the project id and a token.
+func projectMember(_ harness: Harness, _ client: any TestClientProtocol, name: String, role: String = "member")
+    async throws -> (String, String)
+{
+    let project = try await harness.identity.createProject(name: name)
+    let user = try await harness.identity.createUser(name: name, password: "pw-\(name)-123")
+    let roleID = try await harness.identity.role(idOrName: role).id
+    try await harness.identity.assignRole(userID: user.id, projectID: project.id, roleID: roleID)
+    let response = try await issue(client, passwordAuth(user: name, password: "pw-\(name)-123", project: name))
+    #expect(response.status == .created)
+    return (project.id, try #require(response.headers[xSubjectToken]))
+}
+
+@Suite("Swift object storage in-process", .serialized)
+struct ObjectStorageAPITests {
+    @Test("containers and objects: create, metadata, listings, ETag, delete", arguments: Backend.all)
+    func basics(backend: Backend) async throws {
+        try await withHarness(backend) { harness, client in
+            let token = try await adminToken(client)
+            let project = try await harness.identity.project(idOrName: "admin").id
+            let account = "/v1/AUTH_\(project)"
+            #expect(try await swiftCall(client, .put, "\(account)/photos", token: token).status.code == 201)
+            #expect(try await swiftCall(client, .put, "\(account)/photos", token: token).status.code == 202)
+            let data = Array("hello, world\n".utf8)
+            let put = try await swiftCall(
+                client, .put, "\(account)/photos/a/b.txt", token: token,
+                headers: [.contentType: "text/plain", HTTPField.Name("X-Object-Meta-Color")!: "blue"], body: data)
+            #expect(put.status.code == 201)
+            #expect(put.headers[.eTag] == md5Hex(data))
+            for name in ["a/c.txt", "b.txt", "c/d/e", "zeta"] {
+                #expect(try await swiftCall(client, .put, "\(account)/photos/\(name)", token: token, body: [1, 2, 3]).status.code == 201)
+            }
+            let get = try await swiftCall(client, .get, "\(account)/photos/a/b.txt", token: token)
+            #expect(get.status == .ok)
+            #expect(Array(get.body.readableBytesView) == data)
+            #expect(get.headers[.contentType] == "text/plain")
+            #expect(get.headers[HTTPField.Name("X-Object-Meta-Color")!] == "blue")
+            #expect(get.headers[.eTag] == md5Hex(data))
+            let head = try await swiftCall(client, .head, "\(account)/photos/a/b.txt", token: token)
+            #expect(head.status == .ok)
+            #expect(head.headers[.contentLength] == "\(data.count)")
+            // POST replaces the object's metadata.
+            let post = try await swiftCall(
+                client, .post, "\(account)/photos/a/b.txt", token: token,
+                headers: [HTTPField.Name("X-Object-Meta-Size")!: "large"])
+            #expect(post.status.code == 202)
+            let after = try await swiftCall(client, .head, "\(account)/photos/a/b.txt", token: token)
+            #expect(after.headers[HTTPField.Name("X-Object-Meta-Size")!] == "large")
+            #expect(after.headers[HTTPField.Name("X-Object-Meta-Color")!] == nil)
+            // Listings.
+            let plain = try await swiftCall(client, .get, "\(account)/photos", token: token)
+            #expect(text(plain) == "a/b.txt\na/c.txt\nb.txt\nc/d/e\nzeta\n")
+            #expect(plain.headers[HTTPField.Name("X-Container-Object-Count")!] == "5")
+            #expect(plain.headers[HTTPField.Name("X-Container-Bytes-Used")!] == "\(data.count + 12)")
+            let delimited = try await swiftCall(client, .get, "\(account)/photos?delimiter=/", token: token)
+            #expect(text(delimited) == "a/\nb.txt\nc/\nzeta\n")
+            // Clients page with the last subdir as marker: it is not repeated.
+            let afterSubdir = try await swiftCall(client, .get, "\(account)/photos?delimiter=/&marker=a/", token: token)
+            #expect(text(afterSubdir) == "b.txt\nc/\nzeta\n")
+            let limited = try await swiftCall(client, .get, "\(account)/photos?delimiter=/&limit=2", token: token)
+            #expect(text(limited) == "a/\nb.txt\n")
+            let prefixed = try await swiftCall(client, .get, "\(account)/photos?prefix=a/&delimiter=/", token: token)
+            #expect(text(prefixed) == "a/b.txt\na/c.txt\n")
+            let paged = try await swiftCall(client, .get, "\(account)/photos?limit=2&marker=a/c.txt", token: token)
+            #expect(text(paged) == "b.txt\nc/d/e\n")
+            let ended = try await swiftCall(client, .get, "\(account)/photos?end_marker=b.txt", token: token)
+            #expect(text(ended) == "a/b.txt\na/c.txt\n")
+            let reversed = try await swiftCall(client, .get, "\(account)/photos?reverse=true&limit=2", token: token)
+            #expect(text(reversed) == "zeta\nc/d/e\n")
+            let reversedDelimited = try await swiftCall(client, .get, "\(account)/photos?reverse=on&delimiter=/", token: token)
+            #expect(text(reversedDelimited) == "zeta\nc/\nb.txt\na/\n")
+            let listed = try await swiftCall(client, .get, "\(account)/photos?format=json&prefix=a/", token: token)
+            let entries = try body(listed).arrayValue ?? []
+            #expect(entries.count == 2)
+            #expect(entries.first?["name"] == "a/b.txt")
+            #expect(entries.first?["hash"] == .string(md5Hex(data)))
+            #expect(entries.first?["bytes"] == .int(data.count))
+            let subdirs = try await swiftCall(client, .get, "\(account)/photos?format=json&delimiter=/", token: token)
+            #expect(try body(subdirs).arrayValue?.first == ["subdir": "a/"])
+            let none = try await swiftCall(client, .get, "\(account)/photos?prefix=nothing", token: token)
+            #expect(none.status == .noContent)
+            let noneJSON = try await swiftCall(client, .get, "\(account)/photos?prefix=nothing&format=json", token: token)
+            #expect(noneJSON.status == .ok)
+            #expect(try body(noneJSON) == [])
+            // Account.
+            #expect(try await swiftCall(client, .put, "\(account)/empty", token: token).status.code == 201)
+            let accountHead = try await swiftCall(client, .head, account, token: token)
+            #expect(accountHead.status == .noContent)
+            #expect(accountHead.headers[HTTPField.Name("X-Account-Container-Count")!] == "2")
+            #expect(accountHead.headers[HTTPField.Name("X-Account-Object-Count")!] == "5")
+            #expect(accountHead.headers[HTTPField.Name("X-Account-Bytes-Used")!] == "\(data.count + 12)")
+            let accountList = try await swiftCall(client, .get, "\(account)?format=json", token: token)
+            let containers = try body(accountList).arrayValue ?? []
+            #expect(containers.map { $0["name"] } == ["empty", "photos"])
+            #expect(containers.last?["count"] == 5)
+            #expect(text(try await swiftCall(client, .get, "/v1/\(project)", token: token)) == "empty\nphotos\n")
+            // Container metadata.
+            let meta = try await swiftCall(
+                client, .post, "\(account)/photos", token: token, headers: [HTTPField.Name("X-Container-Meta-Owner")!: "me"])
+            #expect(meta.status == .noContent)
+            let containerHead = try await swiftCall(client, .head, "\(account)/photos", token: token)
+            #expect(containerHead.headers[HTTPField.Name("X-Container-Meta-Owner")!] == "me")
+            let removed = try await swiftCall(
+                client, .post, "\(account)/photos", token: token, headers: [HTTPField.Name("X-Remove-Container-Meta-Owner")!: "x"])
+            #expect(removed.status == .noContent)
+            #expect(try await swiftCall(client, .head, "\(account)/photos", token: token).headers[HTTPField.Name("X-Container-Meta-Owner")!] == nil)
+            // Delete: a container with objects is 409; objects go, then it does.
+            #expect(try await swiftCall(client, .delete, "\(account)/photos", token: token).status == .conflict)
+            for name in ["a/b.txt", "a/c.txt", "b.txt", "c/d/e", "zeta"] {
+                #expect(try await swiftCall(client, .delete, "\(account)/photos/\(name)", token: token).status == .noContent)
+            }
+            #expect(try await swiftCall(client, .delete, "\(account)/photos/zeta", token: token).status == .notFound)
+            #expect(try await swiftCall(client, .get, "\(account)/photos/zeta", token: token).status == .notFound)
+            #expect(try await swiftCall(client, .delete, "\(account)/photos", token: token).status == .noContent)
+            #expect(try await swiftCall(client, .head, "\(account)/photos", token: token).status == .notFound)
+            #expect(try await swiftCall(client, .put, "\(account)/photos/x", token: token, body: [1]).status == .notFound)
+            // Every object's map is gone from the store.
+            #expect(try harness.objects.store.list().isEmpty)
+            let info = try await client.execute(uri: "/info", method: .get)
+            #expect(try body(info)["swift"]?["max_file_size"] == .int(5 * 1024 * 1024 * 1024 + 2))
+        }
+    }
+
+    @Test("several blocks, ranges, ETag mismatch 422, copies share every block", arguments: Backend.all)
+    func blocksRangesCopies(backend: Backend) async throws {
+        try await withHarness(backend) { harness, client in
+            let token = try await adminToken(client)
+            let project = try await harness.identity.project(idOrName: "admin").id
+            let c = "/v1/AUTH_\(project)/data"
+            #expect(try await swiftCall(client, .put, c, token: token).status.code == 201)
+            let size = 2 * BlockStore.blockSizeBytes + 12345
+            var data = randomBytes(size)
+            // A zero block in the middle is never stored.
+            for i in BlockStore.blockSizeBytes..<(2 * BlockStore.blockSizeBytes) { data[i] = 0 }
+            let put = try await swiftCall(client, .put, "\(c)/big", token: token, body: data)
+            #expect(put.status.code == 201)
+            #expect(put.headers[.eTag] == md5Hex(data))
+            let whole = try await swiftCall(client, .get, "\(c)/big", token: token)
+            #expect(whole.headers[.contentLength] == "\(size)")
+            #expect(Array(whole.body.readableBytesView) == data)
+            let start = BlockStore.blockSizeBytes - 10
+            let ranged = try await swiftCall(
+                client, .get, "\(c)/big", token: token, headers: [.range: "bytes=\(start)-\(start + 2 * BlockStore.blockSizeBytes)"])
+            #expect(ranged.status == .partialContent)
+            #expect(Array(ranged.body.readableBytesView) == Array(data[start..<size]))
+            #expect(ranged.headers[.contentRange] == "bytes \(start)-\(size - 1)/\(size)")
+            let suffix = try await swiftCall(client, .get, "\(c)/big", token: token, headers: [.range: "bytes=-100"])
+            #expect(Array(suffix.body.readableBytesView) == Array(data[(size - 100)...]))
+            let beyond = try await swiftCall(client, .get, "\(c)/big", token: token, headers: [.range: "bytes=\(size)-"])
+            #expect(beyond.status.code == 416)
+            let blocks = try harness.objects.store.backend.list(.block, prefix: "").count
+            #expect(blocks == 2)
+            // ETag mismatch: 422 and nothing stored.
+            let bad = try await swiftCall(client, .put, "\(c)/bad", token: token, headers: [.eTag: md5Hex([1])], body: [2])
+            #expect(bad.status.code == 422)
+            #expect(try await swiftCall(client, .head, "\(c)/bad", token: token).status == .notFound)
+            let good = try await swiftCall(client, .put, "\(c)/good", token: token, headers: [.eTag: "\"\(md5Hex([2]))\""], body: [2])
+            #expect(good.status.code == 201)
+            // Copies: COPY and PUT with X-Copy-From; metadata merged; no new block.
+            let copy = try await swiftCall(
+                client, HTTPRequest.Method("COPY")!, "\(c)/big", token: token,
+                headers: [HTTPField.Name("Destination")!: "data/big-copy", HTTPField.Name("X-Object-Meta-Kind")!: "copy"])
+            #expect(copy.status.code == 201)
+            let fromHeader = try await swiftCall(
+                client, .put, "\(c)/big-2", token: token, headers: [HTTPField.Name("X-Copy-From")!: "/data/big"])
+            #expect(fromHeader.status.code == 201)
+            #expect(try harness.objects.store.backend.list(.block, prefix: "").count == blocks + 1)  // + "good"
+            let copied = try await swiftCall(client, .get, "\(c)/big-copy", token: token)
+            #expect(Array(copied.body.readableBytesView) == data)
+            #expect(copied.headers[.eTag] == md5Hex(data))
+            #expect(copied.headers[HTTPField.Name("X-Object-Meta-Kind")!] == "copy")
+            // Deleting the original keeps the copies readable.
+            #expect(try await swiftCall(client, .delete, "\(c)/big", token: token).status == .noContent)
+            let still = try await swiftCall(client, .get, "\(c)/big-2", token: token, headers: [.range: "bytes=0-9"])
+            #expect(Array(still.body.readableBytesView) == Array(data[0..<10]))
+            // Overwrite replaces the object and its map.
+            #expect(try await swiftCall(client, .put, "\(c)/big-2", token: token, body: [9, 9]).status.code == 201)
+            #expect(Array(try await swiftCall(client, .get, "\(c)/big-2", token: token).body.readableBytesView) == [9, 9])
+            #expect(try harness.objects.store.list().count == 3)  // good, big-copy, big-2
+            // An empty object.
+            #expect(try await swiftCall(client, .put, "\(c)/empty", token: token, body: []).status.code == 201)
+            let empty = try await swiftCall(client, .get, "\(c)/empty", token: token)
+            #expect(empty.status == .ok)
+            #expect(empty.headers[.eTag] == md5Hex([]))
+            #expect(empty.body.readableBytes == 0)
+        }
+    }
+
+    @Test("another project's token gets 403 and learns nothing; readers cannot write; 401", arguments: Backend.all)
+    func isolation(backend: Backend) async throws {
+        try await withHarness(backend) { harness, client in
+            let admin = try await adminToken(client)
+            let (alice, aliceToken) = try await projectMember(harness, client, name: "alice")
+            let (_, bobToken) = try await projectMember(harness, client, name: "bob")
+            let (_, readerToken) = try await { () async throws -> (String, String) in
+                let user = try await harness.identity.createUser(name: "carol", password: "pw-carol-123")
+                let reader = try await harness.identity.role(idOrName: "reader").id
+                try await harness.identity.assignRole(userID: user.id, projectID: alice, roleID: reader)
+                let r = try await issue(client, passwordAuth(user: "carol", password: "pw-carol-123", project: "alice"))
+                return (alice, try #require(r.headers[xSubjectToken]))
+            }()
+            let a = "/v1/AUTH_\(alice)"
+            #expect(try await swiftCall(client, .put, "\(a)/private", token: aliceToken).status.code == 201)
+            #expect(try await swiftCall(client, .put, "\(a)/private/secret", token: aliceToken, body: [7]).status.code == 201)
+            // Bob: 403 on everything of Alice's, existing or not, and on a made-up account.
+            for (method, path) in [
+                (HTTPRequest.Method.get, a), (.head, a), (.get, "\(a)/private"), (.get, "\(a)/nothing"),
+                (.get, "\(a)/private/secret"), (.get, "\(a)/private/nothing"), (.delete, "\(a)/private/secret"),
+                (.put, "\(a)/private/x"), (.post, "\(a)/private"), (.get, "/v1/AUTH_\(UUID().uuidString)"),
+                (.get, "/v1/\(alice)/private/secret"),
+            ] {
+                let r = try await swiftCall(client, method, path, token: bobToken, body: method == .put ? [1] : nil)
+                #expect(r.status == .forbidden, "\(method) \(path)")
+                #expect(!text(r).contains("secret"))
+            }
+            // No token or a bad one: 401.
+            #expect(try await swiftCall(client, .get, "\(a)/private/secret", token: nil).status == .unauthorized)
+            #expect(try await swiftCall(client, .get, "\(a)/private/secret", token: "nope").status == .unauthorized)
+            // A reader reads but cannot write.
+            #expect(try await swiftCall(client, .get, "\(a)/private/secret", token: readerToken).status == .ok)
+            #expect(try await swiftCall(client, .put, "\(a)/private/y", token: readerToken, body: [1]).status == .forbidden)
+            // Copying from another project's container is a 403 too (the URL names the account).
+            let sneaky = try await swiftCall(
+                client, .put, "/v1/AUTH_\(try await harness.identity.project(idOrName: "bob").id)/x", token: bobToken)
+            #expect(sneaky.status.code == 201)
+            let steal = try await swiftCall(
+                client, .put, "/v1/AUTH_\(try await harness.identity.project(idOrName: "bob").id)/x/stolen", token: bobToken,
+                headers: [HTTPField.Name("X-Copy-From")!: "private/secret"])
+            #expect(steal.status == .notFound)
+            // The admin may use any existing account; an unknown one is 404.
+            #expect(try await swiftCall(client, .get, "\(a)/private/secret", token: admin).status == .ok)
+            #expect(try await swiftCall(client, .get, "/v1/AUTH_\(UUID().uuidString)", token: admin).status == .notFound)
+            // The catalog lists object-store at the token's own account.
+            let auth = try await issue(client, passwordAuth(user: "alice", password: "pw-alice-123", project: "alice"))
+            let catalog = try body(auth)["token"]?["catalog"]?.arrayValue ?? []
+            let swift = try #require(catalog.first { $0["type"] == "object-store" })
+            let urls = Set(swift["endpoints"]?.arrayValue?.compactMap { $0["url"]?.stringValue } ?? [])
+            #expect(urls.count == 1)
+            #expect(urls.first?.hasSuffix("/v1/AUTH_\(alice)") == true)
+            #expect(swift["endpoints"]?.arrayValue?.count == 3)
+        }
+    }
+
+    @Test("names: traversal steps, lengths and control characters are 400", arguments: Backend.all)
+    func names(backend: Backend) async throws {
+        try await withHarness(backend) { harness, client in
+            let token = try await adminToken(client)
+            let project = try await harness.identity.project(idOrName: "admin").id
+            let account = "/v1/AUTH_\(project)"
+            #expect(try await swiftCall(client, .put, "\(account)/ok", token: token).status.code == 201)
+            for path in [
+                "\(account)/..", "\(account)/%2E%2E", "\(account)/ok/../x", "\(account)/ok/a/./b", "\(account)/ok/..",
+                "\(account)/ok/%2e%2e/etc", "\(account)/ok/a%00b", "\(account)/ok/a%0Ab",
+                "\(account)/" + String(repeating: "c", count: 257),
+                "\(account)/ok/" + String(repeating: "o", count: 1025),
+            ] {
+                let r = try await swiftCall(client, .put, path, token: token, body: [1])
+                #expect(r.status == .badRequest, "\(path.prefix(80))")
+            }
+            // Names Swift allows: spaces, unicode, a trailing slash, 1024 bytes.
+            for name in ["with%20space", "%C3%A9t%C3%A9", "dir/", String(repeating: "o", count: 1024)] {
+                let r = try await swiftCall(client, .put, "\(account)/ok/\(name)", token: token, body: [1])
+                #expect(r.status.code == 201, "\(name.prefix(40))")
+            }
+            let listed = try await swiftCall(client, .get, "\(account)/ok?format=json&limit=3", token: token)
+            #expect(try body(listed).arrayValue?.compactMap { $0["name"]?.stringValue }.first == "dir/")
+        }
+    }
+
+    @Test("Pithos: GET ?hashmap, hashmap PUT 409/201, POST ?update; no dedup across projects", arguments: Backend.all)
+    func pithos(backend: Backend) async throws {
+        try await withHarness(backend) { harness, client in
+            let (alice, aliceToken) = try await projectMember(harness, client, name: "alice")
+            let (bob, bobToken) = try await projectMember(harness, client, name: "bob")
+            let a = "/v1/AUTH_\(alice)/c"
+            let b = "/v1/AUTH_\(bob)/c"
+            #expect(try await swiftCall(client, .put, a, token: aliceToken).status.code == 201)
+            #expect(try await swiftCall(client, .put, b, token: bobToken).status.code == 201)
+            let data = randomBytes(BlockStore.blockSizeBytes + 1000)
+            let expected = PithosHashmap(hashing: data)
+            #expect(try await swiftCall(client, .put, "\(a)/orig", token: aliceToken, body: data).status.code == 201)
+            let container = try await swiftCall(client, .head, a, token: aliceToken)
+            #expect(container.headers[HTTPField.Name("X-Container-Block-Size")!] == "4194304")
+            #expect(container.headers[HTTPField.Name("X-Container-Block-Hash")!] == "sha256")
+            let got = try await swiftCall(client, .get, "\(a)/orig?hashmap&format=json", token: aliceToken)
+            #expect(got.status == .ok)
+            let map = try body(got)
+            #expect(map["hashes"] == .array(expected.hashes.map { .string($0.hex) }))
+            #expect(map["bytes"] == .int(data.count))
+            #expect(map["block_size"] == .int(BlockStore.blockSizeBytes))
+            #expect(got.headers[HTTPField.Name("X-Object-Hash")!] == expected.topHash.hex)
+            let hashmap: JSON = ["bytes": .int(data.count), "hashes": .array(expected.hashes.map { .string($0.hex) })]
+            let blocks = try harness.objects.store.backend.list(.block, prefix: "").count
+            // Alice holds the blocks: 201 without data, same bytes, ETag = MD5.
+            let again = try await swiftCall(
+                client, .put, "\(a)/again?hashmap&format=json", token: aliceToken,
+                headers: [.contentType: "application/octet-stream"], body: Array(hashmap.encoded()))
+            #expect(again.status.code == 201)
+            #expect(again.headers[.eTag] == md5Hex(data))
+            #expect(Array(try await swiftCall(client, .get, "\(a)/again", token: aliceToken).body.readableBytesView) == data)
+            #expect(try harness.objects.store.backend.list(.block, prefix: "").count == blocks)
+            // Bob names the same blocks: 409 with both missing, though the store has them.
+            let denied = try await swiftCall(
+                client, .put, "\(b)/copy?hashmap&format=json", token: bobToken, body: Array(hashmap.encoded()))
+            #expect(denied.status == .conflict)
+            #expect(try body(denied) == .array(expected.hashes.map { .string($0.hex) }))
+            #expect(try await swiftCall(client, .head, "\(b)/copy", token: bobToken).status == .notFound)
+            // Bob uploads the blocks (POST ?update), then the hashmap PUT succeeds.
+            let update = try await swiftCall(
+                client, .post, "\(b)?update", token: bobToken, headers: [.contentType: "application/octet-stream"],
+                body: data)
+            #expect(update.status == .accepted)
+            #expect(try body(update) == .array(expected.hashes.map { .string($0.hex) }))
+            let created = try await swiftCall(
+                client, .put, "\(b)/copy?hashmap&format=json", token: bobToken, body: Array(hashmap.encoded()))
+            #expect(created.status.code == 201)
+            #expect(Array(try await swiftCall(client, .get, "\(b)/copy", token: bobToken).body.readableBytesView) == data)
+            // A wrong count or a bad hash is 400; the empty object's hashmap is one hash.
+            let wrong: JSON = ["bytes": .int(data.count), "hashes": [.string(expected.hashes[0].hex)]]
+            #expect(try await swiftCall(client, .put, "\(a)/w?hashmap", token: aliceToken, body: Array(wrong.encoded())).status == .badRequest)
+            let bad: JSON = ["bytes": 3, "hashes": ["../../etc/passwd"]]
+            #expect(try await swiftCall(client, .put, "\(a)/w?hashmap", token: aliceToken, body: Array(bad.encoded())).status == .badRequest)
+            let empty: JSON = ["bytes": 0, "hashes": []]
+            #expect(try await swiftCall(client, .put, "\(a)/e?hashmap", token: aliceToken, body: Array(empty.encoded())).status.code == 201)
+            let emptyMap = try body(try await swiftCall(client, .get, "\(a)/e?hashmap", token: aliceToken))
+            #expect(emptyMap["hashes"] == [.string(BlockID.zero.hex)])
+        }
+    }
+
+    @Test("dynamic large objects: the manifest reads as its segments, ranges across them", arguments: Backend.all)
+    func dynamicLargeObjects(backend: Backend) async throws {
+        try await withHarness(backend) { harness, client in
+            let token = try await adminToken(client)
+            let project = try await harness.identity.project(idOrName: "admin").id
+            let account = "/v1/AUTH_\(project)"
+            #expect(try await swiftCall(client, .put, "\(account)/c", token: token).status.code == 201)
+            #expect(try await swiftCall(client, .put, "\(account)/c_segments", token: token).status.code == 201)
+            let parts = [randomBytes(1000), randomBytes(BlockStore.blockSizeBytes + 10), randomBytes(5)]
+            for (i, part) in parts.enumerated() {
+                let r = try await swiftCall(client, .put, "\(account)/c_segments/big/0000000\(i)", token: token, body: part)
+                #expect(r.status.code == 201)
+            }
+            let manifest = try await swiftCall(
+                client, .put, "\(account)/c/big", token: token,
+                headers: [HTTPField.Name("X-Object-Manifest")!: "c_segments/big/"], body: [])
+            #expect(manifest.status.code == 201)
+            let whole = parts.flatMap { $0 }
+            let got = try await swiftCall(client, .get, "\(account)/c/big", token: token)
+            #expect(got.status == .ok)
+            #expect(got.headers[HTTPField.Name("X-Object-Manifest")!] == "c_segments/big/")
+            #expect(Array(got.body.readableBytesView) == whole)
+            #expect(got.headers[.eTag] == "\"" + md5Hex(Array(parts.map(md5Hex).joined().utf8)) + "\"")
+            let ranged = try await swiftCall(client, .get, "\(account)/c/big", token: token, headers: [.range: "bytes=990-1020"])
+            #expect(Array(ranged.body.readableBytesView) == Array(whole[990...1020]))
+            let head = try await swiftCall(client, .head, "\(account)/c/big", token: token)
+            #expect(head.headers[.contentLength] == "\(whole.count)")
+        }
+    }
+}
