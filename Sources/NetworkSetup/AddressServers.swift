@@ -161,26 +161,10 @@ enum AddressServers {
     }
 
     /// Starts a daemon that detaches itself; its startup errors come back as a non-zero exit.
+    /// Its stdout and stderr are pipes read until it exits; the detached daemon never sees
+    /// Ganeti's output pipe (a clean spawn), so Ganeti does not wait for it.
     static func daemon(_ tool: String, _ arguments: [String], what: String) throws(NetworkError) {
-        let path: String
-        do {
-            path = try ChildProcess.locate(tool)
-        } catch {
-            throw .failed("\(tool) is not installed (needed for \(what))")
-        }
-        do {
-            // Its stdout and stderr are pipes we stop reading once it exits; the detached daemon
-            // must not keep Ganeti's output pipe open, and it never sees it (a clean spawn).
-            let output = try ChildProcess.run(path, arguments, timeoutSeconds: 20, outputLimit: 1 << 20, what: what, reapGroup: false)
-            guard output.exitCode == 0 else {
-                let tail = output.stderrTail.split(separator: "\n").last.map(String.init) ?? "exit status \(output.exitCode.map(String.init) ?? "signal")"
-                throw NetworkError.failed("\(what) did not start: \(tail)")
-            }
-        } catch let error as NetworkError {
-            throw error
-        } catch {
-            throw .failed("\(error)")
-        }
+        try HostTools.run(tool, arguments, what: what, reapGroup: false)
     }
 
     /// Stops the dnsmasq and radvd of `interface`, if running (both signalled, then both

@@ -10,26 +10,31 @@ import Musl
 #endif
 
 enum HostTools {
-    /// Runs `tool` (a bare name looked up in the system directories); throws `failed` with the
-    /// tool's last stderr lines when it exits non-zero and `accept` does not say otherwise.
+    /// Runs `tool` (a bare name looked up in the system directories); with `check`, throws
+    /// `failed` with the tool's last stderr line when it exits non-zero. `what` names it in errors;
+    /// `reapGroup: false` lets a daemon that detached itself live on.
     @discardableResult
-    static func run(_ tool: String, _ arguments: [String], stdin: String = "", check: Bool = true) throws(NetworkError) -> ToolOutput {
+    static func run(
+        _ tool: String, _ arguments: [String], stdin: String = "", check: Bool = true, what: String? = nil,
+        reapGroup: Bool = true
+    ) throws(NetworkError) -> ToolOutput {
         let path: String
         do {
             path = try ChildProcess.locate(tool)
         } catch {
-            throw .failed("\(tool) is not installed")
+            throw .failed("\(tool) is not installed" + (what.map { " (needed for \($0))" } ?? ""))
         }
         let output: ToolOutput
         do {
             output = try ChildProcess.run(
-                path, arguments, stdin: Array(stdin.utf8), timeoutSeconds: 30, outputLimit: 16 << 20, what: tool)
+                path, arguments, stdin: Array(stdin.utf8), timeoutSeconds: 30, outputLimit: 16 << 20, what: what ?? tool,
+                reapGroup: reapGroup)
         } catch {
             throw .failed("\(error)")
         }
         if check && output.exitCode != 0 {
             let tail = output.stderrTail.split(separator: "\n").last.map(String.init) ?? "exit status \(output.exitCode.map(String.init) ?? "signal")"
-            throw .failed("\(tool) \(arguments.prefix(6).joined(separator: " ")): \(tail)")
+            throw .failed((what.map { "\($0) did not start" } ?? "\(tool) \(arguments.prefix(6).joined(separator: " "))") + ": \(tail)")
         }
         return output
     }
