@@ -8,23 +8,47 @@ import Testing
 /// before the deploy: customization must never mount the guest's filesystem in the host kernel.
 final class MountWatchingSink: ProgressSink, @unchecked Sendable {
     private let lock = NSLock()
-    private let before: String
+    private let watched: String
+    private let before: Set<String>
     private var stored: [ProgressEvent] = []
     private var changed: [String] = []
 
-    init() { before = MountWatchingSink.mountTable() }
+    /// Watches for mounts that touch `directory` (the test's own files): other suites running in
+    /// the same process mount and unmount their own things, which is not this test's business.
+    init(watching directory: String) {
+        watched = directory.hasSuffix("/") ? directory : directory + "/"
+        before = Set(MountWatchingSink.mountLines())
+    }
 
-    static func mountTable() -> String { (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "" }
+    static func mountLines() -> [String] {
+        ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    /// True when a mountinfo line mounts something from or onto `watched`: its mount point or
+    /// source is under it, or its source is a loop device backed by a file under it.
+    private func touchesWatched(_ line: String) -> Bool {
+        let fields = line.split(separator: " ").map(String.init)
+        guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count else { return true }
+        let mountPoint = fields[4]
+        let source = fields[dash + 2]
+        if (mountPoint + "/").hasPrefix(watched) || (source + "/").hasPrefix(watched) { return true }
+        if source.hasPrefix("/dev/loop") {
+            let name = String(source.dropFirst("/dev/".count))
+            let backing = (try? String(contentsOfFile: "/sys/block/\(name)/loop/backing_file", encoding: .utf8)) ?? ""
+            return backing.trimmingCharacters(in: .whitespacesAndNewlines).hasPrefix(watched)
+        }
+        return false
+    }
 
     func emit(_ event: ProgressEvent) {
-        let now = MountWatchingSink.mountTable()
+        let added = MountWatchingSink.mountLines().filter { !before.contains($0) && touchesWatched($0) }
         lock.withLock {
             stored.append(event)
-            if now != before { changed.append("\(event): \(now)") }
+            if !added.isEmpty { changed.append("\(event): \(added)") }
         }
     }
     var events: [ProgressEvent] { lock.withLock { stored } }
-    /// The events at which the mount table differed from the one before the deploy.
+    /// The events at which something from the watched directory was mounted on the host.
     var mountChanges: [String] { lock.withLock { changed } }
     var tasksEnded: [CustomizationTask] {
         events.compactMap { if case .taskEnd(let task) = $0 { return task } else { return nil } }
@@ -58,7 +82,7 @@ struct DeployIsolationTests {
             "img_id": "img", "img_format": "diskdump", "img_passwd": password, "auth_keys": key,
             "img_properties": #"{"USERS": "root user", "NOTE": "$(touch \#(trap)-4); `id`"}"#,
         ])
-        let sink = MountWatchingSink()
+        let sink = MountWatchingSink(watching: dir)
         let report = try DeployIsolationTests.deployment(dir).run(
             DeployRequest(instanceName: "meta.example.org", diskPath: dir + "/disk", parameters: parameters), progress: sink)
         #expect(!report.cloned)
@@ -82,7 +106,7 @@ struct DeployIsolationTests {
         for (i, byte) in [UInt8](arrayLiteral: 0x00, 0x00, 0x00, 0xf0).enumerated() { image[0x1be + 8 + i] = byte }
         try DeployIsolationTests.setUp(dir, image: image)
         let parameters = try ImageParameters(["img_id": "img", "img_format": "diskdump", "img_passwd": "x"])
-        let sink = MountWatchingSink()
+        let sink = MountWatchingSink(watching: dir)
         let error = #expect(throws: (any Error).self) {
             try DeployIsolationTests.deployment(dir).run(
                 DeployRequest(instanceName: "corrupt", diskPath: dir + "/disk", parameters: parameters), progress: sink)
@@ -95,6 +119,25 @@ struct DeployIsolationTests {
         #expect(sink.mountChanges.isEmpty)
         let loops = try FastFixture.host("losetup", ["--list", "--noheadings", "--output", "BACK-FILE"]).stdoutText
         #expect(!loops.contains(dir), "loop devices left: \(loops)")
+    }
+
+    /// The watcher is not vacuous: a mount of the test's own disk (a fixture we built, through a
+    /// loop device) is seen, and an unrelated mount elsewhere is not.
+    @Test func theMountWatcherSeesAMountOfTheWatchedDisk() throws {
+        let dir = try TemporaryDirectory.make(prefix: "deploy-watcher")
+        let other = try TemporaryDirectory.make(prefix: "deploy-watcher-other")
+        try FastFixture.makeDisk(dir + "/fs", size: 8 << 20, bytes: [][...], offset: 0)
+        _ = try FastFixture.host("mkfs.ext4", ["-q", "-F", dir + "/fs"])
+        try FileManager.default.createDirectory(atPath: dir + "/mnt", withIntermediateDirectories: true)
+        let sink = MountWatchingSink(watching: dir)
+        _ = try FastFixture.host("mount", ["-t", "tmpfs", "none", other])
+        sink.emit(.taskStart(.fixPartitionTable))
+        _ = try? FastFixture.host("umount", [other])
+        #expect(sink.mountChanges.isEmpty, "\(sink.mountChanges)")
+        _ = try FastFixture.host("mount", ["-o", "loop,ro", dir + "/fs", dir + "/mnt"])
+        sink.emit(.taskEnd(.fixPartitionTable))
+        _ = try? FastFixture.host("umount", ["-d", dir + "/mnt"])
+        #expect(sink.mountChanges.count == 1, "\(sink.mountChanges)")
     }
 
     @Test func anImageWithoutPartitionsFailsClearly() throws {

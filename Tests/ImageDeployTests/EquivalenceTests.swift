@@ -72,7 +72,7 @@ struct EquivalenceTests {
             passwordHash: try PasswordHasher.hash("same for both", method: "sha512"),
             authorizedKeys: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEquivalenceTestKeyEquivalenceTestKey0 test@equivalence\n",
             swap: SwapRequest(partition: 2, mebibytes: 32))
-        let events = MountWatchingSink()
+        let events = MountWatchingSink(watching: dir)
         var runner = TaskRunner(plan: plan, progress: events)
         runner.today = 20_000
 
