@@ -30,12 +30,13 @@ public enum CloudServer {
         let objects: ObjectStorageService
         do {
             objects = try ObjectStorageService.open(
-                dataDirectory: configuration.dataDirectory, database: database, logger: logger)
+                dataDirectory: configuration.dataDirectory, storeDirectory: configuration.storeDirectory,
+                database: database, logger: logger)
         } catch {
             await database.close()
             throw error
         }
-        logger.info("block store: \(configuration.dataDirectory)/store")
+        logger.info("block store: \(configuration.storeDirectory)")
         let app = Application(
             router: makeRouter(identity: identity, objects: objects, configuration: configuration, logger: logger),
             configuration: .init(

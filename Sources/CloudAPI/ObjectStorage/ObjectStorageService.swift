@@ -29,11 +29,13 @@ public struct ObjectStorageService: Sendable {
         self.logger = logger
     }
 
-    /// Opens (creating if needed) the block store `DATA_DIR/store` and the scratch directory
+    /// Opens (creating if needed) the block store `storeDirectory` (default `DATA_DIR/store`) and the scratch directory
     /// `DATA_DIR/object-uploads`, removing uploads older than a day there (left by a crashed
     /// process; another `serve` on the same data directory may be writing the younger ones).
-    public static func open(dataDirectory: String, database: MetadataDatabase, logger: Logger) throws -> ObjectStorageService {
-        let root = dataDirectory + "/store"
+    public static func open(
+        dataDirectory: String, storeDirectory: String? = nil, database: MetadataDatabase, logger: Logger
+    ) throws -> ObjectStorageService {
+        let root = storeDirectory ?? dataDirectory + "/store"
         let scratch = dataDirectory + "/object-uploads"
         do {
             try FileManager.default.createDirectory(

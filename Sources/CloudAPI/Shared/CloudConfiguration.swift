@@ -3,12 +3,18 @@ import Foundation
 /// Everything `snf-cloud` needs to run, from the command line and an optional configuration file.
 ///
 /// The file is `key = value` lines; `#` starts a comment; unknown keys are an error (a typo must
-/// not silently fall back to a default). Keys: `data_dir`, `listen` (`HOST:PORT`), `database_url`
+/// not silently fall back to a default). Keys: `data_dir`, `store_dir`, `listen` (`HOST:PORT`), `database_url`
 /// (`sqlite:///path` or `postgres://user:password@host:port/db?sslmode=disable`), `public_url`,
 /// `region`, `token_lifetime_seconds`. Command-line values win over the file.
 public struct CloudConfiguration: Sendable, Equatable {
-    /// Where the embedded database (`cloud.sqlite3`) and, later, the block store live.
+    /// Where the embedded database (`cloud.sqlite3`) and upload scratch files live.
     public var dataDirectory: String
+    /// The block store's root; nil means `<data dir>/store`. Pointing it at the node's store
+    /// (`/var/lib/snf-store`, what `scripts/setup` does) makes API volumes and Ganeti disks the
+    /// same maps.
+    public var storeDirectoryOverride: String?
+    /// The block store every object, image, snapshot and volume lives in.
+    public var storeDirectory: String { storeDirectoryOverride ?? dataDirectory + "/store" }
     public var listenHost: String = "127.0.0.1"
     public var listenPort: Int = 5000
     /// The metadata database; nil means SQLite at `<data dir>/cloud.sqlite3`.
@@ -47,6 +53,7 @@ public struct CloudConfiguration: Sendable, Equatable {
     mutating func set(key: String, value: String, where location: String) throws(ConfigurationError) {
         switch key {
         case "data_dir": dataDirectory = value
+        case "store_dir": storeDirectoryOverride = value.isEmpty ? nil : value
         case "listen": try setListen(value)
         case "database_url": databaseURL = value.isEmpty ? nil : value
         case "public_url": publicURL = value.isEmpty ? nil : value.trimmingSuffix("/")
@@ -58,7 +65,7 @@ public struct CloudConfiguration: Sendable, Equatable {
             tokenLifetimeSeconds = seconds
         default:
             throw ConfigurationError(
-                "\(location): unknown key `\(key)` (known: data_dir, listen, database_url, public_url, region, token_lifetime_seconds)"
+                "\(location): unknown key `\(key)` (known: data_dir, store_dir, listen, database_url, public_url, region, token_lifetime_seconds)"
             )
         }
     }
