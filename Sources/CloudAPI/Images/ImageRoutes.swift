@@ -17,11 +17,8 @@ struct ImageRoutes: Sendable {
 
     func register(on router: Router<BasicRequestContext>) {
         let p = Self.prefix
-        for path in [p, p + "/"] {
-            router.get(RouterPath(path)) { request, _ in
-                jsonResponse(versions(request), status: 300)
-            }
-        }
+        // Also answers `/image/` (the router ignores a trailing slash).
+        router.get(RouterPath(p)) { request, _ in jsonResponse(versions(request), status: 300) }
         router.get(RouterPath(p + "/versions")) { request, _ in jsonResponse(versions(request)) }
         router.get(RouterPath(p + "/v2/schemas/image")) { _, _ in jsonResponse(ImageJSON.imageSchema) }
         router.get(RouterPath(p + "/v2/schemas/images")) { _, _ in jsonResponse(ImageJSON.imagesSchema) }

@@ -391,6 +391,9 @@ public struct ImageService: Sendable {
                 guard !key.isEmpty, !key.contains("/") else {
                     throw CloudError.badRequest("Invalid JSON pointer for this resource: '\(operation.path)'.")
                 }
+                if ImageRules.readOnly.contains(key) || key == "id" || key == "owner" {
+                    throw CloudError.forbidden("Attribute '\(key)' is read-only.")
+                }
                 switch operation.op {
                 case "add", "replace":
                     guard let value = operation.value else { throw CloudError.badRequest("\(operation.op) needs a value.") }

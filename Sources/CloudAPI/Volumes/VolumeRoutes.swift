@@ -26,14 +26,11 @@ struct VolumeRoutes: Sendable {
 
     func register(on router: Router<BasicRequestContext>) {
         let p = Self.prefix
-        for path in [p, p + "/"] {
-            router.get(RouterPath(path)) { request, _ in
-                Self.versioned(jsonResponse(["versions": [version(request)]], status: 300))
-            }
+        // Also `/volume/` and `/volume/v3/` (the router ignores a trailing slash).
+        router.get(RouterPath(p)) { request, _ in
+            Self.versioned(jsonResponse(["versions": [version(request)]], status: 300))
         }
-        for path in [p + "/v3", p + "/v3/"] {
-            router.get(RouterPath(path)) { request, _ in Self.versioned(jsonResponse(["versions": [version(request)]])) }
-        }
+        router.get(RouterPath(p + "/v3")) { request, _ in Self.versioned(jsonResponse(["versions": [version(request)]])) }
         let base = p + "/v3/{project}"
         route(router, .get, base) { request, context, caller, project in
             // `GET .../v3/<project>`: what keystoneauth tries first during discovery.
