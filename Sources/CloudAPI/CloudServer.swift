@@ -5,8 +5,8 @@ import Logging
 /// The `snf-cloud serve` process: the database, the services, and the HTTP application that
 /// mounts them. Built here so that tests run the same router in-process.
 public enum CloudServer {
-    /// The router with every service mounted (identity, and object storage when `objects` is
-    /// given) and the request-id/error middleware.
+    /// The router with every service mounted (identity; object storage, images and volumes when
+    /// `objects` is given: all three share its block store) and the request-id/error middleware.
     public static func makeRouter(
         identity: IdentityService, objects: ObjectStorageService? = nil, configuration: CloudConfiguration,
         logger: Logger
@@ -15,8 +15,14 @@ public enum CloudServer {
         router.add(middleware: OpenStackMiddleware(logger: logger))
         IdentityRoutes(
             identity: identity, publicURL: configuration.publicURL, region: configuration.region,
-            objectStorage: objects != nil
+            objectStorage: objects != nil, imagesAndVolumes: objects != nil
         ).register(on: router)
+        if let objects {
+            let images = ImageService(database: objects.database, objects: objects, logger: logger)
+            ImageRoutes(images: images, identity: identity, publicURL: configuration.publicURL).register(on: router)
+            let volumes = VolumeService(database: objects.database, store: objects.store, logger: logger)
+            VolumeRoutes(volumes: volumes, identity: identity, publicURL: configuration.publicURL).register(on: router)
+        }
         // Object storage parses its own paths (`/info`, `/v1/...`), which no route matches.
         if let objects { router.add(middleware: ObjectStorageMiddleware(objects: objects, identity: identity)) }
         return router

@@ -38,7 +38,7 @@ struct IdentityAPITests {
             let roles = Set(token["roles"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? [])
             #expect(roles == ["admin", "member", "reader"])
             let catalog = try #require(token["catalog"]?.arrayValue)
-            #expect(Set(catalog.compactMap { $0["type"]?.stringValue }) == ["identity", "object-store"])
+            #expect(Set(catalog.compactMap { $0["type"]?.stringValue }) == ["identity", "object-store", "image", "volumev3"])
             let identity = try #require(catalog.first { $0["type"] == "identity" })
             let endpoints = identity["endpoints"]?.arrayValue ?? []
             #expect(Set(endpoints.compactMap { $0["interface"]?.stringValue }) == ["public", "internal", "admin"])

@@ -13,6 +13,7 @@ enum Migrations {
     static let all: [Migration] = [
         Migration(version: 1, name: "identity: projects, users, roles, role assignments, tokens", apply: identityV1),
         Migration(version: 2, name: "object storage: accounts, containers, objects", apply: objectStorageV2),
+        Migration(version: 3, name: "images and volumes", apply: imagesAndVolumesV3),
     ]
 
     /// The newest schema version this program knows.
@@ -144,5 +145,70 @@ enum Migrations {
             .column("block_hash", type: .text, .notNull)
             .primaryKey("project_id", "block_hash")
             .run()
+    }
+
+    /// Schema version 3: images (Glance), volumes and volume snapshots (Cinder). Each row names
+    /// the block-store map holding its bytes (`map_name`): an image registered from an object,
+    /// a volume cloned from an image or snapshot, a snapshot of a volume all share blocks through
+    /// their maps. `properties`, `tags` and `metadata` are JSON (an object, an array, an object).
+    /// Self-contained: no foreign key to the identity or object tables (a project's rows are
+    /// removed by the service, not by cascade).
+    @Sendable static func imagesAndVolumesV3(_ db: any SQLDatabase) async throws {
+        try await db.create(table: "images")
+            .column("id", type: .text, .primaryKey(autoIncrement: false))
+            .column("project_id", type: .text, .notNull)
+            .column("name", type: .text, .notNull)
+            .column("status", type: .text, .notNull)
+            .column("visibility", type: .text, .notNull)
+            .column("protected", type: .bigint, .notNull)
+            .column("disk_format", type: .text)
+            .column("container_format", type: .text)
+            .column("min_disk", type: .bigint, .notNull)
+            .column("min_ram", type: .bigint, .notNull)
+            .column("size_bytes", type: .bigint)
+            .column("checksum", type: .text)
+            .column("os_hash_algo", type: .text)
+            .column("os_hash_value", type: .text)
+            .column("map_name", type: .text, .unique)
+            .column("properties", type: .text, .notNull)
+            .column("tags", type: .text, .notNull)
+            .column("created_at_us", type: .bigint, .notNull)
+            .column("updated_at_us", type: .bigint, .notNull)
+            .run()
+        try await db.create(index: "images_project").on("images").column("project_id").run()
+        try await db.create(index: "images_visibility").on("images").column("visibility").run()
+        try await db.create(table: "volumes")
+            .column("id", type: .text, .primaryKey(autoIncrement: false))
+            .column("project_id", type: .text, .notNull)
+            .column("user_id", type: .text, .notNull)
+            .column("name", type: .text, .notNull)
+            .column("description", type: .text, .notNull)
+            .column("status", type: .text, .notNull)
+            .column("size_gib", type: .bigint, .notNull)
+            .column("map_name", type: .text, .notNull, .unique)
+            .column("image_id", type: .text)
+            .column("snapshot_id", type: .text)
+            .column("source_volid", type: .text)
+            .column("bootable", type: .bigint, .notNull)
+            .column("metadata", type: .text, .notNull)
+            .column("created_at_us", type: .bigint, .notNull)
+            .column("updated_at_us", type: .bigint, .notNull)
+            .run()
+        try await db.create(index: "volumes_project").on("volumes").column("project_id").run()
+        try await db.create(table: "volume_snapshots")
+            .column("id", type: .text, .primaryKey(autoIncrement: false))
+            .column("project_id", type: .text, .notNull)
+            .column("volume_id", type: .text, .notNull)
+            .column("name", type: .text, .notNull)
+            .column("description", type: .text, .notNull)
+            .column("status", type: .text, .notNull)
+            .column("size_gib", type: .bigint, .notNull)
+            .column("map_name", type: .text, .notNull, .unique)
+            .column("metadata", type: .text, .notNull)
+            .column("created_at_us", type: .bigint, .notNull)
+            .column("updated_at_us", type: .bigint, .notNull)
+            .run()
+        try await db.create(index: "volume_snapshots_project").on("volume_snapshots").column("project_id").run()
+        try await db.create(index: "volume_snapshots_volume").on("volume_snapshots").column("volume_id").run()
     }
 }

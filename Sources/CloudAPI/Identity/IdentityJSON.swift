@@ -5,6 +5,8 @@ struct IdentityJSON {
     let region: String
     /// True when this process serves object storage (its catalog entry is listed only then).
     var objectStorage = false
+    /// True when this process serves images and volumes (`image`, `volumev3`).
+    var imagesAndVolumes = false
 
     var v3: String { base + "/v3" }
 
@@ -49,12 +51,17 @@ struct IdentityJSON {
         [key: .array(items), "links": ["self": .string(v3 + path), "previous": nil, "next": nil]]
     }
 
-    /// The service catalog: only what this process serves (identity, object storage), each service
-    /// with public, internal and admin endpoints in one region. Object storage's URL names the
-    /// token's project (`/v1/AUTH_<project id>`).
+    /// The service catalog: only what this process serves (identity, object storage, images,
+    /// volumes), each service with public, internal and admin endpoints in one region. Object
+    /// storage's URL names the token's project (`/v1/AUTH_<project id>`), as does Cinder's
+    /// (`/volume/v3/<project id>`); Glance's is unversioned (`/image`), as clients expect.
     func catalog(projectID: String) -> JSON {
         var services: [(type: String, name: String, url: String)] = [("identity", "keystone", v3)]
         if objectStorage { services.append(("object-store", "swift", "\(base)/v1/AUTH_\(projectID)")) }
+        if imagesAndVolumes {
+            services.append(("image", "glance", base + ImageRoutes.prefix))
+            services.append(("volumev3", "cinderv3", "\(base)\(VolumeRoutes.prefix)/v3/\(projectID)"))
+        }
         return .array(
             services.map { service in
                 [

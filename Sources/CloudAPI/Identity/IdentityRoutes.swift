@@ -10,16 +10,24 @@ public struct IdentityRoutes: Sendable {
     let region: String
     /// True when object storage is mounted too: the catalog then lists it.
     let objectStorage: Bool
+    /// True when images and volumes are mounted too: the catalog then lists `image` and `volumev3`.
+    let imagesAndVolumes: Bool
 
-    public init(identity: IdentityService, publicURL: String?, region: String, objectStorage: Bool = false) {
+    public init(
+        identity: IdentityService, publicURL: String?, region: String, objectStorage: Bool = false,
+        imagesAndVolumes: Bool = false
+    ) {
         self.identity = identity
         self.publicURL = publicURL
         self.region = region
         self.objectStorage = objectStorage
+        self.imagesAndVolumes = imagesAndVolumes
     }
 
     func shapes(_ request: Request) -> IdentityJSON {
-        IdentityJSON(base: request.baseURL(configured: publicURL), region: region, objectStorage: objectStorage)
+        IdentityJSON(
+            base: request.baseURL(configured: publicURL), region: region, objectStorage: objectStorage,
+            imagesAndVolumes: imagesAndVolumes)
     }
 
     /// The caller's authorization from `X-Auth-Token`; 401 when missing or not valid.
