@@ -225,7 +225,7 @@ def main():
         rows.append(("client hashing (sha256 per 4 MiB)", med(hm_hash), mib / med(hm_hash), None))
         rows.append(("hashmap PUT of the stored bytes", med(hm_put), mib / med(hm_put), med(obj_put) / med(hm_put)))
 
-        register_rows = register_and_clone(cloud, store, args.runs)
+        register_rows = register_and_clone(cloud, store, args.runs, args.size_mib)
         status, _, _ = cloud.request("PUT", f"{cloud.storage}/bench/small", os.urandom(1024))
         if status != 201:
             sys.exit(f"cloud-bench: small PUT answered {status}")
@@ -246,16 +246,41 @@ def main():
           f"blocks added to the store: {blocks_added}")
     for label, seconds, extra in register_rows:
         print(f"{label:<42} {seconds * 1000:>9.1f} ms  {extra}")
+    print("  (the issue asks for under 50 ms each, with no block added)")
     print(f"small-object GET (1 KiB, 8 keep-alive clients): {rps:.0f} requests/s")
     ok_put = med(dd_put) / med(obj_put) >= 0.6
     print(f"-> object PUT >= 60% of dd: {'ok' if ok_put else 'NO'}; "
           f"hashmap re-upload adds no block: {'ok' if all(b == 0 for b in blocks_added) else 'NO'}")
 
 
-def register_and_clone(cloud, store, runs):
-    """Registers the first big object as an image and makes a volume from it: latencies of the
-    two API calls and the blocks they add (filled in by the images/volumes API)."""
-    return []
+def register_and_clone(cloud, store, runs, size_mib):
+    """Registers the first big object as a Glance image (`snf_source_object`) and makes a Cinder
+    volume from that image, `runs` times: the median latency of each API call as the client sees
+    it, and the blocks the store gained over all of them."""
+    register, clone = [], []
+    before = count_blocks(store)
+    gib = max(1, -(-size_mib // 1024))
+    for index in range(runs):
+        body = json.dumps({"name": f"bench-image-{index}", "disk_format": "raw", "container_format": "bare",
+                           "snf_source_object": "bench/big-0"}).encode()
+        t, (status, _, answer) = timed(lambda: cloud.request(
+            "POST", f"{cloud.endpoints['image']}/v2/images", body, {"Content-Type": "application/json"}))
+        if status != 201:
+            sys.exit(f"cloud-bench: image register answered {status}: {answer[:200]!r}")
+        register.append(t)
+        image = json.loads(answer)
+        body = json.dumps({"volume": {"size": gib, "imageRef": image["id"], "name": f"bench-volume-{index}"}}).encode()
+        t, (status, _, answer) = timed(lambda: cloud.request(
+            "POST", f"{cloud.endpoints['volumev3']}/volumes", body, {"Content-Type": "application/json"}))
+        if status not in (200, 202):
+            sys.exit(f"cloud-bench: volume from image answered {status}: {answer[:200]!r}")
+        clone.append(t)
+    added = count_blocks(store) - before
+    med = statistics.median
+    return [
+        ("register object as image (Glance POST)", med(register), f"blocks added by all: {added}"),
+        ("volume from image (Cinder POST)", med(clone), f"{gib} GiB thin clone"),
+    ]
 
 
 if __name__ == "__main__":
