@@ -141,11 +141,30 @@ func adminToken(_ client: any TestClientProtocol) async throws -> String {
 }
 
 /// CREATE/DROP DATABASE one at a time: PostgreSQL refuses to copy template1 while another
-/// session uses it, which parallel tests would otherwise do.
+/// session uses it, which parallel tests would otherwise do. Another process on the same server
+/// (a second test run, the real-client tests) can still hold template1 for a moment: retried.
 actor PostgresAdmin {
     static let shared = PostgresAdmin()
 
     func run(url: String, _ statement: String) async throws {
+        var attempt = 0
+        while true {
+            do {
+                return try await runOnce(url: url, statement)
+            } catch where attempt < 20 && PostgresAdmin.isTemplateBusy(error) {
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(250))
+            }
+        }
+    }
+
+    /// SQLSTATE 55006 (object_in_use): "source database template1 is being accessed by other users".
+    static func isTemplateBusy(_ error: any Error) -> Bool {
+        let text = String(reflecting: error)
+        return text.contains("55006") || text.contains("being accessed by other users")
+    }
+
+    private func runOnce(url: String, _ statement: String) async throws {
         var admin = CloudConfiguration(dataDirectory: "/nonexistent")
         admin.databaseURL = url
         let server = try await MetadataDatabase.open(admin, logger: testLogger)
