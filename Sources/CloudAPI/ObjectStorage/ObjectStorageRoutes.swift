@@ -53,8 +53,16 @@ public struct ObjectStorageMiddleware<Context: RequestContext>: RouterMiddleware
         } catch let error as StoreError where error.code == .notFound {
             response = Self.error(.notFound("Not Found"), request)
         }
-        response.headers[.xTransID] = "tx" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        response.headers[.xTransID] = Self.transactionID()
         return response
+    }
+
+    /// Swift's transaction id: `tx`, 21 random hex digits, `-`, the Unix time in 10 hex digits
+    /// (clients and tempest check the shape).
+    static func transactionID() -> String {
+        let random = UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(21)
+        let time = String(UInt64(Date().timeIntervalSince1970), radix: 16)
+        return "tx" + random + "-" + String(repeating: "0", count: max(0, 10 - time.count)) + time
     }
 
 }
