@@ -30,7 +30,8 @@ public enum CloudServer {
         let objects: ObjectStorageService
         do {
             objects = try ObjectStorageService.open(
-                dataDirectory: configuration.dataDirectory, database: database, logger: logger)
+                dataDirectory: configuration.dataDirectory, database: database,
+                quotas: QuotaService(database: database, configuration: configuration), logger: logger)
         } catch {
             await database.close()
             throw error

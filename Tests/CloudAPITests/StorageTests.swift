@@ -44,7 +44,7 @@ struct StorageTests {
                 try await db.select().column("version").from("snf_schema_migrations").all()
                     .map { try $0.decode(column: "version", as: Int.self) }
             }
-            #expect(versions.sorted() == [1, 2])
+            #expect(versions.sorted() == [1, 2, 4, 5])  // 3 (images and volumes) is on another branch
             await again.close()
         }
     }
