@@ -25,7 +25,8 @@ extension ObjectStorageService {
     /// body is cut into 4 MiB blocks; each full block is hashed (SHA-256, its id) and written
     /// (``BlockStore/putBlock(_:)``: once, crash-safe) on NIO's blocking pool while the next one
     /// is read, at most ``blocksInFlight`` at a time; the MD5 of the whole body is computed on the
-    /// way. Nothing names the blocks yet: the caller publishes a map of them
+    /// pool too, block after block in order (a chain of tasks), so reading, MD5, SHA-256 and the
+    /// disk all overlap. Nothing names the blocks yet: the caller publishes a map of them
     /// (``BlockStore/createMap(named:sizeBytes:blocks:)``) or leaves them to garbage collection.
     /// - Throws: 413 past `limit` bytes (checked as bytes arrive), the body's and the store's errors.
     func streamBlocks<Body: AsyncSequence & Sendable>(_ body: Body, limit: Int64) async throws -> StreamedBlocks
@@ -33,7 +34,7 @@ extension ObjectStorageService {
         let blockSize = BlockStore.blockSizeBytes
         let store = self.store
         return try await withThrowingTaskGroup(of: (Int, BlockID).self) { group in
-            var md5 = Insecure.MD5()
+            var md5Chain = Task<Insecure.MD5, any Error> { Insecure.MD5() }
             var size: Int64 = 0
             var blocks: [BlockID] = []
             var running = 0
@@ -48,10 +49,22 @@ extension ObjectStorageService {
                 let index = blocks.count
                 blocks.append(.zero)
                 running += 1
+                let previous = md5Chain
+                let md5 = Task<Insecure.MD5, any Error> {
+                    let before = try await previous.value
+                    return try await NIOThreadPool.singleton.runIfActive {
+                        var after = before
+                        block.withUnsafeReadableBytes { after.update(bufferPointer: $0) }
+                        return after
+                    }
+                }
+                md5Chain = md5
                 group.addTask {
                     let id = try await NIOThreadPool.singleton.runIfActive {
                         try block.withUnsafeReadableBytes { try store.putBlock($0) }
                     }
+                    // Done only once this block is in the MD5 too: bounds the chain's memory.
+                    _ = try await md5.value
                     return (index, id)
                 }
             }
@@ -59,7 +72,6 @@ extension ObjectStorageService {
             for try await chunk in body {
                 size += Int64(chunk.readableBytes)
                 guard size <= limit else { throw CloudError(status: 413, message: "Your request is too large.") }
-                chunk.withUnsafeReadableBytes { md5.update(bufferPointer: $0) }
                 var rest = chunk
                 while rest.readableBytes > 0 {
                     var part = rest.readSlice(length: min(blockSize - filling.readableBytes, rest.readableBytes))!
@@ -73,7 +85,7 @@ extension ObjectStorageService {
             }
             if filling.readableBytes > 0 { try await submit(filling, group: &group) }
             while let (index, id) = try await group.next() { blocks[index] = id }
-            let hex = md5.finalize().map { String(format: "%02x", $0) }.joined()
+            let hex = try await md5Chain.value.finalize().map { String(format: "%02x", $0) }.joined()
             return StreamedBlocks(blocks: blocks, sizeBytes: size, md5: hex)
         }
     }
