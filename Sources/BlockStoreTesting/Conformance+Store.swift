@@ -253,5 +253,28 @@ extension Conformance {
             }
             try require(try store.exportedBytes(n("base")) == base, "the origin never changed")
         },
+        check("blocks put one at a time make the same map as an import") { backend in
+            let store = BlockStore(backend: backend)
+            // A random block, a zero block, the random block again, and a short tail with zeros.
+            let first = TestData.random(TestData.block, seed: 60)
+            let tail = TestData.random(1000, seed: 61) + [UInt8](repeating: 0, count: 24)
+            let data = first + [UInt8](repeating: 0, count: TestData.block) + first + tail
+            var ids: [BlockID] = []
+            for start in stride(from: 0, to: data.count, by: TestData.block) {
+                let block = Array(data[start..<min(start + TestData.block, data.count)])
+                ids.append(try block.withUnsafeBytes { try store.putBlock($0) })
+            }
+            try require(ids[1] == .zero && ids[0] == ids[2], "zero block and dedup: \(ids)")
+            try require(try backend.list(.block, prefix: "").count == 2, "two distinct non-zero blocks stored")
+            try store.createMap(named: n("streamed"), sizeBytes: UInt64(data.count), blocks: ids)
+            try require(try store.exportedBytes(n("streamed")) == data, "the map reads back the bytes")
+            try store.importMap(named: n("imported"), from: MemorySource(data))
+            try require(
+                try store.record(named: n("streamed"))?.map == store.record(named: n("imported"))?.map,
+                "the same map body as an import")
+            try require(try store.check().isSound, "the store is sound")
+            let tooLong = [UInt8](repeating: 1, count: TestData.block + 1)
+            try requireError(.invalidArgument) { try tooLong.withUnsafeBytes { try store.putBlock($0) } }
+        },
     ]
 }

@@ -37,7 +37,7 @@ public enum CloudServer {
         do {
             objects = try ObjectStorageService.open(
                 dataDirectory: configuration.dataDirectory, storeDirectory: configuration.storeDirectory,
-                database: database, logger: logger)
+                database: database, quotas: QuotaService(database: database, configuration: configuration), logger: logger)
         } catch {
             await database.close()
             throw error

@@ -121,3 +121,61 @@ struct RoleCommand: AsyncParsableCommand {
         }
     }
 }
+
+struct QuotaCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quota", abstract: "Show and set per-project quotas.", subcommands: [Show.self, SetLimit.self])
+
+    /// The known resources, for help texts.
+    static let resources = QuotaResource.known.map(\.rawValue).joined(separator: ", ")
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a project's limits and usage (LIMIT: the limit in force; SOURCE: project, default or none).")
+        @OptionGroup var location: Location
+        @Option(help: "Project name or id.") var project: String
+
+        func run() async throws {
+            try await withIdentity(location) { identity in
+                let configuration = try location.load()
+                let p = try await identity.project(idOrName: project)
+                let quotas = QuotaService(database: identity.database, configuration: configuration)
+                let rows = try await quotas.usage(project: p.id).map { u in
+                    [
+                        u.resource.rawValue, u.limit.map(String.init) ?? "unlimited", String(u.usage),
+                        u.projectLimit != nil ? "project" : (u.limit != nil ? "default" : "none"),
+                    ]
+                }
+                printTable(["RESOURCE", "LIMIT", "USAGE", "SOURCE"], rows)
+            }
+        }
+    }
+
+    struct SetLimit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set",
+            abstract: "Set a project's limit of one resource (\(QuotaCommand.resources)).",
+            discussion: "--limit default goes back to the configured default (quota_default_<resource>, else unlimited). A limit below the usage removes nothing; it refuses further charges.")
+        @OptionGroup var location: Location
+        @Option(help: "Project name or id.") var project: String
+        @Option(help: "Resource: \(QuotaCommand.resources).") var resource: String
+        @Option(help: "A non-negative integer (bytes for storage_bytes), or `default`.") var limit: String
+
+        func validate() throws {
+            guard QuotaResource.named(resource) != nil else {
+                throw ValidationError("unknown resource \(resource) (known: \(QuotaCommand.resources))")
+            }
+            guard limit == "default" || (Int64(limit).map { $0 >= 0 } ?? false) else {
+                throw ValidationError("--limit must be a non-negative integer or `default`")
+            }
+        }
+
+        func run() async throws {
+            try await withIdentity(location) { identity in
+                let p = try await identity.project(idOrName: project)
+                let quotas = QuotaService(database: identity.database)
+                try await quotas.setLimit(project: p.id, QuotaResource.named(resource)!, limit: Int64(limit))
+            }
+        }
+    }
+}

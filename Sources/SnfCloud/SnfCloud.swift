@@ -11,7 +11,9 @@ struct SnfCloud: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "snf-cloud",
         abstract: "The Synnefo-in-Swift cloud API (OpenStack Keystone so far) and its admin verbs.",
-        subcommands: [Serve.self, Bootstrap.self, UserCommand.self, ProjectCommand.self, RoleCommand.self]
+        subcommands: [
+            Serve.self, Bootstrap.self, UserCommand.self, ProjectCommand.self, RoleCommand.self, QuotaCommand.self,
+        ]
     )
 }
 

@@ -14,6 +14,8 @@ enum Migrations {
         Migration(version: 1, name: "identity: projects, users, roles, role assignments, tokens", apply: identityV1),
         Migration(version: 2, name: "object storage: accounts, containers, objects", apply: objectStorageV2),
         Migration(version: 3, name: "images and volumes", apply: imagesAndVolumesV3),
+        Migration(version: 4, name: "quotas", apply: quotasV4),
+        Migration(version: 5, name: "static large objects", apply: staticLargeObjectsV5),
     ]
 
     /// The newest schema version this program knows.
@@ -35,16 +37,18 @@ enum Migrations {
                     // Two processes starting at once: the second waits here, then sees the row.
                     try await db.raw("LOCK TABLE snf_schema_migrations IN EXCLUSIVE MODE").run()
                 }
-                let rows = try await db.select().column(SQLFunction("MAX", args: SQLColumn("version")), as: "v")
-                    .from("snf_schema_migrations").all()
-                var current = 0
-                if let row = rows.first, let v = try row.decode(column: "v", as: Int?.self) { current = v }
-                if current > latestVersion {
+                let rows = try await db.select().column("version").from("snf_schema_migrations").all()
+                let applied = Set(try rows.map { try $0.decode(column: "version", as: Int.self) })
+                let known = Set(all.map(\.version))
+                if let unknown = applied.subtracting(known).max() {
                     throw DatabaseError(
-                        "the database \(database.displayLocation) has schema version \(current), newer than this snf-cloud knows (\(latestVersion)); upgrade snf-cloud"
+                        "the database \(database.displayLocation) has schema version \(unknown), which this snf-cloud does not know (it knows up to \(latestVersion)); upgrade snf-cloud"
                     )
                 }
-                guard current < migration.version else { return }
+                // Each version is applied when its own row is absent (not when it is above the
+                // highest applied one): versions written on parallel branches (3 on one, 4 on
+                // another) apply whatever order they merge in.
+                guard !applied.contains(migration.version) else { return }
                 try await migration.apply(db)
                 try await db.insert(into: "snf_schema_migrations")
                     .columns("version", "name", "applied_at_us")
@@ -210,5 +214,30 @@ enum Migrations {
             .run()
         try await db.create(index: "volume_snapshots_project").on("volume_snapshots").column("project_id").run()
         try await db.create(index: "volume_snapshots_volume").on("volume_snapshots").column("volume_id").run()
+    }
+
+    /// Schema version 4: quotas. One row per project and resource: `quota_limit` (NULL: the
+    /// configured default, else unlimited) and `in_use`, changed only in the transaction that
+    /// makes the change it counts. Object storage's usage starts as the bytes already stored.
+    @Sendable static func quotasV4(_ db: any SQLDatabase) async throws {
+        try await db.create(table: "quotas")
+            .column("project_id", type: .text, .notNull)
+            .column("resource", type: .text, .notNull)
+            .column("quota_limit", type: .bigint)
+            .column("in_use", type: .bigint, .notNull)
+            .primaryKey("project_id", "resource")
+            .run()
+        try await db.raw(
+            """
+            INSERT INTO quotas (project_id, resource, quota_limit, in_use)
+            SELECT project_id, 'storage_bytes', NULL, CAST(SUM(size_bytes) AS BIGINT) FROM objects GROUP BY project_id
+            """
+        ).run()
+    }
+
+    /// Schema version 5: static large objects. `slo` is the manifest of an SLO as JSON
+    /// (`ObjectStorageService.SLOManifest`), NULL for every other object.
+    @Sendable static func staticLargeObjectsV5(_ db: any SQLDatabase) async throws {
+        try await db.alter(table: "objects").column("slo", type: .text).run()
     }
 }

@@ -73,6 +73,8 @@ public struct StoredObject: Sendable, Equatable {
     public var manifest: String?
     public var createdAt: Timestamp
     public var modifiedAt: Timestamp
+    /// A static large object's manifest; nil for every other object.
+    public var slo: SLOManifest? = nil
 }
 
 /// An account's usage.
@@ -81,6 +83,8 @@ public struct ObjectAccount: Sendable, Equatable {
     public var objectCount: Int64
     public var bytesUsed: Int64
     public var metadata: [String: String]
+    /// The storage quota in force (bytes), nil when unlimited.
+    public var quotaBytes: Int64? = nil
 }
 
 /// The paging and filtering parameters of a listing.

@@ -13,6 +13,7 @@ extension HTTPField.Name {
     static let xFreshMetadata = HTTPField.Name("X-Fresh-Metadata")!
     static let xObjectManifest = HTTPField.Name("X-Object-Manifest")!
     static let xObjectHash = HTTPField.Name("X-Object-Hash")!
+    static let xStaticLargeObject = HTTPField.Name("X-Static-Large-Object")!
 }
 
 extension HTTPRequest.Method {
@@ -83,6 +84,10 @@ enum ObjectStorageInfo {
             "max_account_name_length": 256, "max_header_size": 8192, "extra_header_count": 0,
             "strict_cors_mode": true, "allow_account_management": false, "account_autocreate": true,
             "policies": [["name": "Policy-0", "default": true]],
+        ],
+        "slo": [
+            "max_manifest_segments": .int(ObjectStorageService.maxManifestSegments),
+            "max_manifest_size": .int(ObjectStorageService.maxManifestBytes), "min_segment_size": 1,
         ],
         "pithos": ["block_size": .int(BlockStore.blockSizeBytes), "block_hash": .string(BlockStore.blockHashName)],
     ]
@@ -159,6 +164,8 @@ extension ObjectStorageMiddleware {
         h[HTTPField.Name("X-Account-Container-Count")!] = String(a.containerCount)
         h[HTTPField.Name("X-Account-Object-Count")!] = String(a.objectCount)
         h[HTTPField.Name("X-Account-Bytes-Used")!] = String(a.bytesUsed)
+        // Pithos' name for the storage quota (bytes); absent when unlimited.
+        if let quota = a.quotaBytes { h[HTTPField.Name("X-Account-Policy-Quota")!] = String(quota) }
         h[.xTimestamp] = Self.xTimestamp(Timestamp.now())
         for (name, value) in a.metadata.sorted(by: { $0.key < $1.key }) {
             if let field = HTTPField.Name("X-Account-Meta-" + name) { h[field] = value }
@@ -232,8 +239,36 @@ extension ObjectStorageMiddleware {
                 return jsonResponse(body, headers: headers)
             }
             let object = try await objects.object(project: project, container: container, name: name)
+            if let slo = object.slo, Self.multipartManifest(request) == "get" {
+                var headers = objectHeaders(object, includeLength: true)
+                let body = ByteBuffer(bytes: slo.swiftJSON.encoded())
+                headers[.contentType] = "application/json; charset=utf-8"
+                headers[.xStaticLargeObject] = "True"
+                headers[.contentLength] = String(body.readableBytes)
+                if request.method == .head { return Self.empty(200, headers) }
+                return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: body))
+            }
             return try await objectResponse(request, project: project, object)
         case .put:
+            if Self.multipartManifest(request) == "put" {
+                var r = request
+                let buffer: ByteBuffer
+                do {
+                    buffer = try await r.collectBody(upTo: ObjectStorageService.maxManifestBytes)
+                } catch {
+                    throw CloudError(status: 413, message: "Manifest File > \(ObjectStorageService.maxManifestBytes) bytes")
+                }
+                let manifest = try JSON.parse(Data(buffer.readableBytesView))
+                var upload = ObjectStorageService.Upload()
+                upload.contentType = request.headers[.contentType]
+                upload.metadata = metadataChange(request, kind: "object").applied(to: [:])
+                upload.expectedETag = request.headers[.eTag]
+                let stored = try await objects.putStaticManifest(
+                    project: project, container: container, name: name, manifest: manifest, upload: upload)
+                var headers = objectHeaders(stored, includeLength: false)
+                headers[.eTag] = "\"\(stored.etag)\""
+                return Self.empty(201, headers)
+            }
             if Self.hasFlag(request, "hashmap") {
                 var r = request
                 let body = try await r.jsonObject()
@@ -297,11 +332,42 @@ extension ObjectStorageMiddleware {
                 project: project, container: container, name: name, change, contentType: request.headers[.contentType])
             return Self.empty(202, [:])
         case .delete:
+            if Self.multipartManifest(request) == "delete" {
+                let report = try await objects.deleteStaticLargeObject(project: project, container: container, name: name)
+                return bulkDeleteResponse(request, report)
+            }
             try await objects.deleteObject(project: project, container: container, name: name)
             return Self.empty(204, [:])
         default:
             throw CloudError(status: 405, message: "Method Not Allowed")
         }
+    }
+
+    /// The value of `?multipart-manifest=` (`put`, `get`, `delete`), lowercased, or nil.
+    static func multipartManifest(_ request: Request) -> String? {
+        request.uri.queryParameters["multipart-manifest"].map { $0.lowercased() }
+    }
+
+    /// Swift's bulk-delete report for `?multipart-manifest=delete`: JSON when asked for
+    /// (`Accept: application/json` or `format=json`), else `Key: value` lines.
+    func bulkDeleteResponse(_ request: Request, _ report: SLODeleteReport) -> Response {
+        let format = request.uri.queryParameters["format"].map { $0.lowercased() }
+        var headers: HTTPFields = [:]
+        let body: ByteBuffer
+        if format == "json" || request.headers[.accept]?.contains("application/json") == true {
+            let json: JSON = [
+                "Number Deleted": .int(report.deleted), "Number Not Found": .int(report.notFound),
+                "Response Body": "", "Response Status": "200 OK", "Errors": [],
+            ]
+            body = ByteBuffer(bytes: json.encoded())
+            headers[.contentType] = "application/json; charset=utf-8"
+        } else {
+            body = ByteBuffer(
+                string: "Number Deleted: \(report.deleted)\nNumber Not Found: \(report.notFound)\nResponse Body: \nResponse Status: 200 OK\nErrors: \n")
+            headers[.contentType] = "text/plain; charset=utf-8"
+        }
+        headers[.contentLength] = String(body.readableBytes)
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: body))
     }
 
     /// The metadata a copy applies over the source's (all of it with `X-Fresh-Metadata: true`).
@@ -327,12 +393,21 @@ extension ObjectStorageMiddleware {
     }
 
     /// GET and HEAD of an object, with one byte range (`Range: bytes=a-b`, `a-`, `-n`). A DLO
-    /// manifest reads as its segments, one after the other.
+    /// manifest reads as its segments, one after the other; so does an SLO whose map is not the
+    /// concatenation of its segments' (an SLO's ETag is the quoted MD5 of its segments' ETags).
     func objectResponse(_ request: Request, project: String, _ object: StoredObject) async throws -> Response {
         var headers = objectHeaders(object, includeLength: true)
         headers[.acceptRanges] = "bytes"
         var parts = [object]
-        if let manifest = object.manifest {
+        var direct = object.manifest == nil
+        if let slo = object.slo {
+            headers[.eTag] = "\"\(object.etag)\""
+            headers[.xStaticLargeObject] = "True"
+            if !slo.concatenated {
+                parts = try await objects.staticSegments(project: project, slo)
+                direct = false
+            }
+        } else if let manifest = object.manifest {
             parts = try await objects.segments(project: project, manifest: manifest)
             let etags = Array(parts.map(\.etag).joined().utf8)
             headers[.eTag] = "\"" + Insecure.MD5.hash(data: etags).map { String(format: "%02x", $0) }.joined() + "\""
@@ -357,7 +432,7 @@ extension ObjectStorageMiddleware {
         headers[.contentLength] = String(range.count)
         if request.method == .head { return Self.empty(status, headers) }
         // A plain object's map is resolved before the status goes out; a DLO's segments as they come.
-        let first = object.manifest == nil ? try await objects.entries(of: object) : nil
+        let first = direct ? try await objects.entries(of: object) : nil
         let objects = self.objects
         let span = range
         let segments = parts

@@ -17,6 +17,9 @@ extension ObjectStorageService {
     /// stored as content-addressed blocks.
     public func hashmap(project: String, container: String, name: String) async throws -> (StoredObject, PithosHashmap) {
         let object = try await object(project: project, container: container, name: name)
+        if let slo = object.slo, !slo.concatenated {
+            throw CloudError.conflict("This static large object is read through its segments and has no hashmap of its own.")
+        }
         let store = self.store
         let map = try MapName(object.mapName)
         let hashmap = try await NIOThreadPool.singleton.runIfActive { try store.hashmap(of: map) }
@@ -103,20 +106,13 @@ extension ObjectStorageService {
         async throws -> [String] where Body.Element == ByteBuffer
     {
         _ = try await self.container(project: project, name: container)
-        let scratch = scratchDirectory + "/" + UUID().uuidString.lowercased()
-        defer { unlink(scratch) }
-        let (size, _) = try await Self.spool(body, to: scratch, limit: ObjectLimits.maxFileSizeBytes)
-        guard size > 0 else { return [] }
+        let streamed = try await streamBlocks(body, limit: ObjectLimits.maxFileSizeBytes)
+        guard streamed.sizeBytes > 0 else { return [] }
         let store = self.store
-        let entries = try await NIOThreadPool.singleton.runIfActive { () throws -> [MapEntry] in
-            let (entries, _) = try store.storeBlocks(of: try FileSource(path: scratch), progress: nil)
-            try store.backend.flush()
-            return entries
-        }
-        let hashes = entries.map { ($0.knownBlockID ?? .zero).hex }
-        let stored = Self.blockHashes(entries)
+        try await NIOThreadPool.singleton.runIfActive { try store.backend.flush() }
+        let stored = streamed.storedHashes
         try await database.transaction { db in try await ObjectTables.recordBlocks(project: project, stored, db) }
-        return hashes
+        return streamed.blocks.map(\.hex)
     }
 
     // MARK: Dynamic large objects

@@ -18,14 +18,21 @@ import NIOPosix
 public struct ObjectStorageService: Sendable {
     public let database: MetadataDatabase
     public let store: BlockStore
-    /// Where uploads are spooled before import (bounded memory, whatever the object's size).
+    /// A scratch directory for uploads that need a file (object uploads stream into the store
+    /// and use none).
     public let scratchDirectory: String
+    /// Storage bytes are charged here (``QuotaResource/storageBytes``).
+    public let quotas: QuotaService
     let logger: Logger
 
-    public init(database: MetadataDatabase, store: BlockStore, scratchDirectory: String, logger: Logger) {
+    public init(
+        database: MetadataDatabase, store: BlockStore, scratchDirectory: String, quotas: QuotaService? = nil,
+        logger: Logger
+    ) {
         self.database = database
         self.store = store
         self.scratchDirectory = scratchDirectory
+        self.quotas = quotas ?? QuotaService(database: database)
         self.logger = logger
     }
 
@@ -33,7 +40,8 @@ public struct ObjectStorageService: Sendable {
     /// `DATA_DIR/object-uploads`, removing uploads older than a day there (left by a crashed
     /// process; another `serve` on the same data directory may be writing the younger ones).
     public static func open(
-        dataDirectory: String, storeDirectory: String? = nil, database: MetadataDatabase, logger: Logger
+        dataDirectory: String, storeDirectory: String? = nil, database: MetadataDatabase, quotas: QuotaService? = nil,
+        logger: Logger
     ) throws -> ObjectStorageService {
         let root = storeDirectory ?? dataDirectory + "/store"
         let scratch = dataDirectory + "/object-uploads"
@@ -56,17 +64,20 @@ public struct ObjectStorageService: Sendable {
             throw DatabaseError("cannot prepare the object store under \(dataDirectory): \(error)")
         }
         let store = BlockStore(backend: try PosixBackend(root: root), nameLockWaitSeconds: 10)
-        return ObjectStorageService(database: database, store: store, scratchDirectory: scratch, logger: logger)
+        return ObjectStorageService(
+            database: database, store: store, scratchDirectory: scratch, quotas: quotas, logger: logger)
     }
 
     // MARK: Accounts
 
     public func account(project: String) async throws -> ObjectAccount {
-        try await database.read { db in
+        var account = try await database.read { db in
             let (containers, objects, bytes) = try await ObjectTables.accountUsage(project: project, db)
             let metadata = try await ObjectTables.accountMetadata(project: project, db)
             return ObjectAccount(containerCount: containers, objectCount: objects, bytesUsed: bytes, metadata: metadata)
         }
+        account.quotaBytes = try await quotas.usage(project: project, .storageBytes).limit
+        return account
     }
 
     public func updateAccountMetadata(project: String, _ change: MetadataChange) async throws {
@@ -179,10 +190,15 @@ public struct ObjectStorageService: Sendable {
 
     /// Stores the bytes of `body` as the object, replacing any object of that name.
     ///
-    /// The body is spooled to a scratch file (bounded memory) while its MD5 is computed, then
-    /// imported into the block store as a new map; the metadata row is written last, in one
-    /// transaction, and the replaced object's map is removed after it commits. A failure at any
-    /// step leaves the previous object as it was.
+    /// The body streams straight into the block store (``streamBlocks(_:limit:)``: 4 MiB blocks
+    /// hashed and written as they arrive, the MD5 on the way, bounded memory); then the map is
+    /// published from the block ids (``BlockStore/createMap(named:sizeBytes:blocks:)``), then
+    /// the row is written in one transaction that charges the storage quota, and the replaced
+    /// object's map is removed after it commits. With a `Content-Length`, the quota is checked
+    /// before a byte is read (and charged again, exactly, at the commit); a chunked body is
+    /// checked at the commit only. A failure at any step (short body, ETag mismatch 422, quota
+    /// 413) commits nothing and leaves the previous object as it was; blocks already written
+    /// stay unnamed until garbage collection.
     public func putObject<Body: AsyncSequence & Sendable>(
         project: String, container: String, name: String, upload: Upload, body: Body
     ) async throws -> StoredObject where Body.Element == ByteBuffer {
@@ -194,28 +210,34 @@ public struct ObjectStorageService: Sendable {
         }
         // 404 before reading a byte of the body.
         _ = try await self.container(project: project, name: container)
-        let scratch = scratchDirectory + "/" + UUID().uuidString.lowercased()
-        defer { unlink(scratch) }
-        let (size, md5) = try await Self.spool(body, to: scratch, limit: ObjectLimits.maxFileSizeBytes)
-        if let length = upload.declaredLength, length != size {
-            throw CloudError.badRequest("The body had \(size) bytes, not the \(length) of Content-Length.")
+        if let length = upload.declaredLength, length > 0 {
+            let replaced = try await database.read { db in
+                try await ObjectTables.object(project: project, container: container, name: name, db)?.sizeBytes
+            }
+            do {
+                try await quotas.check(project: project, .storageBytes, delta: length - (replaced ?? 0))
+            } catch let exceeded as QuotaExceeded {
+                throw exceeded.cloudError
+            }
         }
-        if let expected = upload.expectedETag, Self.normalizedETag(expected) != md5 {
+        let streamed = try await streamBlocks(body, limit: upload.declaredLength ?? ObjectLimits.maxFileSizeBytes)
+        if let length = upload.declaredLength, length != streamed.sizeBytes {
+            throw CloudError.badRequest("The body had \(streamed.sizeBytes) bytes, not the \(length) of Content-Length.")
+        }
+        if let expected = upload.expectedETag, Self.normalizedETag(expected) != streamed.md5 {
             throw CloudError(status: 422, message: "Unprocessable Entity: the ETag does not match the MD5 of the body.")
         }
         let mapName = try MapName("obj-" + UUID().uuidString.lowercased())
         let store = self.store
-        let blocks = try await NIOThreadPool.singleton.runIfActive { () throws -> Set<String> in
-            _ = try store.importMap(named: mapName, from: try FileSource(path: scratch), useCache: false)
-            return Self.blockHashes(try store.resolvedEntries(of: mapName).entries)
+        try await NIOThreadPool.singleton.runIfActive {
+            _ = try store.createMap(named: mapName, sizeBytes: UInt64(streamed.sizeBytes), blocks: streamed.blocks)
         }
         let now = Timestamp.now()
         let object = StoredObject(
-            container: container, name: name, mapName: mapName.rawValue, sizeBytes: size, etag: md5,
-            contentType: upload.contentType ?? "application/octet-stream", metadata: upload.metadata, manifest: nil,
-            createdAt: now,
-            modifiedAt: now)
-        try await publish(project: project, object, blocks: blocks)
+            container: container, name: name, mapName: mapName.rawValue, sizeBytes: streamed.sizeBytes,
+            etag: streamed.md5, contentType: upload.contentType ?? "application/octet-stream", metadata: upload.metadata,
+            manifest: nil, createdAt: now, modifiedAt: now)
+        try await publish(project: project, object, blocks: streamed.storedHashes)
         return object
     }
 
@@ -249,22 +271,31 @@ public struct ObjectStorageService: Sendable {
             container: target.container, name: target.name, mapName: mapName.rawValue, sizeBytes: original.sizeBytes,
             etag: original.etag, contentType: contentType ?? original.contentType, metadata: metadata,
             manifest: original.manifest, createdAt: now,
-            modifiedAt: now)
+            modifiedAt: now, slo: original.slo)
         try await publish(project: project, object)
         return object
     }
 
     /// Writes the row of `object` (whose map is stored), replacing any previous object of that
-    /// name, then removes the replaced map. When the row cannot be written, the new map goes.
+    /// name, and charges the storage quota the difference, in one transaction; then removes the
+    /// replaced map. When the row cannot be written (over quota: 413), the new map goes.
+    ///
+    /// The quota row is locked first, so writes of one project's objects are serialized here:
+    /// the replaced object read below is the one this transaction deletes (last writer wins).
     func publish(project: String, _ object: StoredObject, blocks: Set<String> = []) async throws {
         let replaced: String?
+        let quotas = self.quotas
         do {
             replaced = try await database.transaction { db -> String? in
+                var old: StoredObject?
+                try await quotas.charge(project: project, .storageBytes, in: db) {
+                    old = try await ObjectTables.object(
+                        project: project, container: object.container, name: object.name, db)
+                    return object.sizeBytes - (old?.sizeBytes ?? 0)
+                }
                 guard try await ObjectTables.containerExists(project: project, name: object.container, db) else {
                     throw CloudError.notFound("The container \(object.container) does not exist.")
                 }
-                let old = try await ObjectTables.object(
-                    project: project, container: object.container, name: object.name, db)
                 if old != nil {
                     try await ObjectTables.deleteObject(project: project, container: object.container, name: object.name, db)
                 }
@@ -272,6 +303,9 @@ public struct ObjectStorageService: Sendable {
                 try await ObjectTables.recordBlocks(project: project, blocks, db)
                 return old?.mapName
             }
+        } catch let exceeded as QuotaExceeded {
+            await removeMap(object.mapName)
+            throw exceeded.cloudError
         } catch {
             await removeMap(object.mapName)
             throw error
@@ -300,8 +334,14 @@ public struct ObjectStorageService: Sendable {
     public func deleteObject(project: String, container: String, name: String) async throws {
         try ObjectNames.checkContainer(container)
         try ObjectNames.checkObject(name)
+        let quotas = self.quotas
         let mapName = try await database.transaction { db -> String in
-            guard let object = try await ObjectTables.object(project: project, container: container, name: name, db) else {
+            var found: StoredObject?
+            try await quotas.charge(project: project, .storageBytes, in: db) {
+                found = try await ObjectTables.object(project: project, container: container, name: name, db)
+                return -(found?.sizeBytes ?? 0)
+            }
+            guard let object = found else {
                 throw CloudError.notFound("The object \(container)/\(name) does not exist.")
             }
             try await ObjectTables.deleteObject(project: project, container: container, name: name, db)

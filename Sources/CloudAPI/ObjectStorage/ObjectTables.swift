@@ -110,7 +110,7 @@ enum ObjectTables {
     // MARK: Objects
 
     static let objectColumns =
-        "container, name, map_name, size_bytes, etag, content_type, metadata, manifest, created_at_us, modified_at_us"
+        "container, name, map_name, size_bytes, etag, content_type, metadata, manifest, created_at_us, modified_at_us, slo"
 
     static func objects(
         project: String, container: String, after: String?, before: String?, prefix: String, reverse: Bool,
@@ -141,12 +141,12 @@ enum ObjectTables {
         try await db.insert(into: "objects")
             .columns(
                 "project_id", "container", "name", "map_name", "size_bytes", "etag", "content_type", "metadata",
-                "manifest", "created_at_us", "modified_at_us"
+                "manifest", "created_at_us", "modified_at_us", "slo"
             )
             .values(
                 SQLBind(project), SQLBind(o.container), SQLBind(o.name), SQLBind(o.mapName), SQLBind(o.sizeBytes),
                 SQLBind(o.etag), SQLBind(o.contentType), SQLBind(o.metadata.metadataJSON), SQLBind(o.manifest),
-                SQLBind(o.createdAt.microseconds), SQLBind(o.modifiedAt.microseconds)
+                SQLBind(o.createdAt.microseconds), SQLBind(o.modifiedAt.microseconds), SQLBind(o.slo?.encoded())
             )
             .run()
     }
@@ -170,7 +170,8 @@ enum ObjectTables {
             metadata: .fromMetadataJSON(try row.decode(column: "metadata", as: String.self)),
             manifest: try row.decode(column: "manifest", as: String?.self),
             createdAt: Timestamp(microseconds: try row.decode(column: "created_at_us", as: Int64.self)),
-            modifiedAt: Timestamp(microseconds: try row.decode(column: "modified_at_us", as: Int64.self)))
+            modifiedAt: Timestamp(microseconds: try row.decode(column: "modified_at_us", as: Int64.self)),
+            slo: try row.decode(column: "slo", as: String?.self).map(SLOManifest.init(decoding:)))
     }
 
     // MARK: Blocks a project holds

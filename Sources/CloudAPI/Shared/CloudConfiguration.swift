@@ -5,7 +5,7 @@ import Foundation
 /// The file is `key = value` lines; `#` starts a comment; unknown keys are an error (a typo must
 /// not silently fall back to a default). Keys: `data_dir`, `store_dir`, `listen` (`HOST:PORT`), `database_url`
 /// (`sqlite:///path` or `postgres://user:password@host:port/db?sslmode=disable`), `public_url`,
-/// `region`, `token_lifetime_seconds`. Command-line values win over the file.
+/// `region`, `token_lifetime_seconds`, `quota_default_<resource>`. Command-line values win over the file.
 public struct CloudConfiguration: Sendable, Equatable {
     /// Where the embedded database (`cloud.sqlite3`) and upload scratch files live.
     public var dataDirectory: String
@@ -26,6 +26,9 @@ public struct CloudConfiguration: Sendable, Equatable {
     public var region: String = "RegionOne"
     /// Token lifetime; Keystone's default is one hour.
     public var tokenLifetimeSeconds: Int = 3600
+    /// `quota_default_<resource> = N`: the limit of projects that have none of their own, by
+    /// resource name (``QuotaResource/known``); an absent resource is unlimited.
+    public var quotaDefaults: [String: Int64] = [:]
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
@@ -63,9 +66,20 @@ public struct CloudConfiguration: Sendable, Equatable {
                 throw ConfigurationError("\(location): token_lifetime_seconds must be a positive integer")
             }
             tokenLifetimeSeconds = seconds
+        case _ where key.hasPrefix("quota_default_"):
+            let name = String(key.dropFirst("quota_default_".count))
+            guard QuotaResource.named(name) != nil else {
+                throw ConfigurationError(
+                    "\(location): unknown quota resource in `\(key)` (known: \(QuotaResource.known.map(\.rawValue).joined(separator: ", ")))"
+                )
+            }
+            guard let limit = Int64(value), limit >= 0 else {
+                throw ConfigurationError("\(location): \(key) must be a non-negative integer")
+            }
+            quotaDefaults[name] = limit
         default:
             throw ConfigurationError(
-                "\(location): unknown key `\(key)` (known: data_dir, store_dir, listen, database_url, public_url, region, token_lifetime_seconds)"
+                "\(location): unknown key `\(key)` (known: data_dir, store_dir, listen, database_url, public_url, region, token_lifetime_seconds, quota_default_<resource>)"
             )
         }
     }
