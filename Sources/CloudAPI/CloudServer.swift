@@ -20,7 +20,8 @@ public enum CloudServer {
         if let objects {
             let images = ImageService(database: objects.database, objects: objects, logger: logger)
             ImageRoutes(images: images, identity: identity, publicURL: configuration.publicURL).register(on: router)
-            let volumes = VolumeService(database: objects.database, store: objects.store, logger: logger)
+            let volumes = VolumeService(
+                database: objects.database, store: objects.store, quotas: objects.quotas, logger: logger)
             VolumeRoutes(volumes: volumes, identity: identity, publicURL: configuration.publicURL).register(on: router)
         }
         // Object storage parses its own paths (`/info`, `/v1/...`), which no route matches.

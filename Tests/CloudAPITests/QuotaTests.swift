@@ -167,4 +167,59 @@ struct QuotaTests {
             _ = token
         }
     }
+
+    @Test("images, volumes, snapshots: counted with their rows; over the limit 413 with nothing written; deletes refund", arguments: Backend.all)
+    func imagesVolumesSnapshots(backend: Backend) async throws {
+        try await withHarness(backend) { harness, client in
+            let (project, token) = try await projectMember(harness, client, name: "quota-iv")
+            let quotas = harness.objects.quotas
+            let base = "/volume/v3/\(project)"
+            try await quotas.setLimit(project: project, .images, limit: 1)
+            try await quotas.setLimit(project: project, .volumes, limit: 1)
+            try await quotas.setLimit(project: project, .snapshots, limit: 1)
+            let image = try await uploadedImage(client, token: token, name: "one", data: randomBytes(1000))
+            #expect(try await quotas.usage(project: project, .images).usage == 1)
+            let records = try harness.objects.store.backend.list(.record, prefix: "").count
+            // A second image: 413, no row, no map record.
+            let second = try await apiCall(
+                client, .post, "/image/v2/images", token: token, json: ["name": "two", "disk_format": "raw", "container_format": "bare"])
+            #expect(second.status.code == 413)
+            let listed = try body(try await apiCall(client, .get, "/image/v2/images", token: token))["images"]?.arrayValue ?? []
+            #expect(listed.count == 1)
+
+            let volume = try await apiCall(
+                client, .post, "\(base)/volumes", token: token, json: ["volume": ["size": 1, "imageRef": .string(image)]])
+            #expect(volume.status == .accepted)
+            let vid = try #require(try body(volume)["volume"]?["id"]?.stringValue)
+            let recordsWithVolume = try harness.objects.store.backend.list(.record, prefix: "").count
+            #expect(recordsWithVolume == records + 1)
+            let overVolume = try await apiCall(client, .post, "\(base)/volumes", token: token, json: ["volume": ["size": 1]])
+            #expect(overVolume.status.code == 413)
+            #expect(try body(overVolume)["overLimit"] != nil)
+            let snap = try await apiCall(
+                client, .post, "\(base)/snapshots", token: token, json: ["snapshot": ["volume_id": .string(vid), "force": true]])
+            #expect(snap.status == .accepted)
+            let sid = try #require(try body(snap)["snapshot"]?["id"]?.stringValue)
+            let overSnap = try await apiCall(
+                client, .post, "\(base)/snapshots", token: token, json: ["snapshot": ["volume_id": .string(vid), "force": true]])
+            #expect(overSnap.status.code == 413)
+            // A volume frozen into an image is an image too: over the images limit.
+            let upload = try await apiCall(
+                client, .post, "\(base)/volumes/\(vid)/action", token: token, json: ["os-volume_upload_image": ["image_name": "frozen"]])
+            #expect(upload.status.code == 413)
+            #expect(try harness.objects.store.backend.list(.record, prefix: "").count == recordsWithVolume + 1)
+            #expect(try await quotas.usage(project: project, .volumes).usage == 1)
+            #expect(try await quotas.usage(project: project, .snapshots).usage == 1)
+            #expect(try await quotas.usage(project: project, .images).usage == 1)
+
+            // Deletes refund: then the same creates fit again.
+            #expect(try await apiCall(client, .delete, "\(base)/snapshots/\(sid)", token: token).status == .accepted)
+            #expect(try await apiCall(client, .delete, "\(base)/volumes/\(vid)", token: token).status == .accepted)
+            #expect(try await apiCall(client, .delete, "/image/v2/images/\(image)", token: token).status == .noContent)
+            for resource in [QuotaResource.images, .volumes, .snapshots] {
+                #expect(try await quotas.usage(project: project, resource).usage == 0, "\(resource)")
+            }
+            #expect(try await apiCall(client, .post, "\(base)/volumes", token: token, json: ["volume": ["size": 1]]).status == .accepted)
+        }
+    }
 }

@@ -218,7 +218,8 @@ enum Migrations {
 
     /// Schema version 4: quotas. One row per project and resource: `quota_limit` (NULL: the
     /// configured default, else unlimited) and `in_use`, changed only in the transaction that
-    /// makes the change it counts. Object storage's usage starts as the bytes already stored.
+    /// makes the change it counts. Object storage's usage starts as the bytes already stored, and
+    /// images, volumes and snapshots as the rows already there.
     @Sendable static func quotasV4(_ db: any SQLDatabase) async throws {
         try await db.create(table: "quotas")
             .column("project_id", type: .text, .notNull)
@@ -233,6 +234,15 @@ enum Migrations {
             SELECT project_id, 'storage_bytes', NULL, CAST(SUM(size_bytes) AS BIGINT) FROM objects GROUP BY project_id
             """
         ).run()
+        // Images, volumes and snapshots (version 3, which runs first) count their rows.
+        for (resource, table) in [("images", "images"), ("volumes", "volumes"), ("snapshots", "volume_snapshots")] {
+            try await db.raw(
+                """
+                INSERT INTO quotas (project_id, resource, quota_limit, in_use)
+                SELECT project_id, \(bind: resource), NULL, CAST(COUNT(*) AS BIGINT) FROM \(ident: table) GROUP BY project_id
+                """
+            ).run()
+        }
     }
 
     /// Schema version 5: static large objects. `slo` is the manifest of an SLO as JSON

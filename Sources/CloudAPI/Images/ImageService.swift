@@ -30,6 +30,7 @@ public struct ImageService: Sendable {
     }
 
     var store: BlockStore { objects.store }
+    var quotas: QuotaService { objects.quotas }
 
     static func mapName(forImage id: String) throws -> MapName { try MapName("img-" + id) }
 
@@ -90,6 +91,8 @@ public struct ImageService: Sendable {
         let existing = try await database.read { [id = image.id] db in try await ImageTables.image(id: id, db) }
         guard existing == nil else { throw CloudError.conflict("An image with identifier \(image.id) already exists.") }
         let mapName = try Self.mapName(forImage: image.id)
+        // Over quota: refused before any map record is written (charged for real with the insert).
+        try await quotas.checkOpenStack(project: image.projectID, .images, delta: 1)
         if let sourceObject {
             // Register an object: a new map record naming the object's map body. No block moves.
             let (container, name) = try Self.objectPath(sourceObject)
@@ -118,10 +121,13 @@ public struct ImageService: Sendable {
             image.mapName = mapName.rawValue
             image.properties["EXCLUDE_ALL_TASKS"] = "yes"
         }
-        // quota: charge one image (and image.sizeBytes for a registered image) to image.projectID here.
+        // `images` counts image rows: charged with the insert, refunded with the delete.
         let row = image
         do {
-            try await database.transaction { db in try await ImageTables.insert(row, db) }
+            try await database.transaction { db in
+                try await quotas.chargeOpenStack(project: row.projectID, .images, delta: 1, in: db)
+                try await ImageTables.insert(row, db)
+            }
         } catch {
             if image.mapName != nil { await removeMap(mapName.rawValue) }
             throw error
@@ -255,7 +261,8 @@ public struct ImageService: Sendable {
                 _ = try store.importMap(named: mapName, from: try FileSource(path: scratch), useCache: false)
             }
             imported = true
-            // quota: charge `size` image bytes to image.projectID here.
+            // Image bytes are not a quota resource of their own (`storage_bytes` counts objects);
+            // the `images` count was charged at create.
             return try await database.transaction { db in
                 guard var current = try await ImageTables.image(id: image.id, forUpdate: true, db),
                     current.status == "saving"
@@ -437,7 +444,10 @@ public struct ImageService: Sendable {
             return image
         }
         if let map = image.mapName { await removeMap(map) }
-        try await database.transaction { db in try await ImageTables.delete(id: image.id, db) }
+        try await database.transaction { db in
+            try await quotas.charge(project: image.projectID, .images, delta: -1, in: db)
+            try await ImageTables.delete(id: image.id, db)
+        }
     }
 
     func addTag(_ c: Caller, id: String, tag: String) async throws {

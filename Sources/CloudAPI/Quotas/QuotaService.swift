@@ -35,6 +35,11 @@ public struct QuotaExceeded: Error, Sendable, Equatable, CustomStringConvertible
 
     /// Swift's answer (the account-quota middleware's): 413.
     public var cloudError: CloudError { CloudError(status: 413, message: "Upload exceeds quota.") }
+
+    /// Glance's and Cinder's answer: 413 (Cinder's `overLimit`, e.g. VolumeLimitExceeded).
+    public var openStackError: CloudError {
+        CloudError(status: 413, message: "Quota exceeded for \(resource): the limit is \(limit), \(usage) in use.")
+    }
 }
 
 /// One resource of one project: its limit and what is in use.
@@ -111,6 +116,27 @@ public struct QuotaService: Sendable {
         -> Int64
     {
         try await charge(project: project, resource, in: db) { delta }
+    }
+
+    /// ``charge(project:_:delta:in:)`` for Glance and Cinder: a refusal is their 413 (Cinder's
+    /// `overLimit`), with the resource, limit and usage in the message.
+    public func chargeOpenStack(project: String, _ resource: QuotaResource, delta: Int64, in db: any SQLDatabase)
+        async throws
+    {
+        do {
+            try await charge(project: project, resource, delta: delta, in: db)
+        } catch let refused as QuotaExceeded {
+            throw refused.openStackError
+        }
+    }
+
+    /// ``check(project:_:delta:)`` for Glance and Cinder (their 413).
+    public func checkOpenStack(project: String, _ resource: QuotaResource, delta: Int64) async throws {
+        do {
+            try await check(project: project, resource, delta: delta)
+        } catch let refused as QuotaExceeded {
+            throw refused.openStackError
+        }
     }
 
     /// Throws ``QuotaExceeded`` when charging `delta` now would be refused; charges nothing.

@@ -21,11 +21,15 @@ import SQLKit
 public struct VolumeService: Sendable {
     public let database: MetadataDatabase
     public let store: BlockStore
+    /// Charges `volumes`, `snapshots` and (`os-volume_upload_image`) `images`: with the row's
+    /// insert, refunded with its delete, so usage is the number of rows.
+    public let quotas: QuotaService
     let logger: Logger
 
-    public init(database: MetadataDatabase, store: BlockStore, logger: Logger) {
+    public init(database: MetadataDatabase, store: BlockStore, quotas: QuotaService? = nil, logger: Logger) {
         self.database = database
         self.store = store
+        self.quotas = quotas ?? QuotaService(database: database)
         self.logger = logger
     }
 
@@ -159,7 +163,7 @@ public struct VolumeService: Sendable {
                 throw CloudError.badRequest(
                     "Invalid input received: the volume needs at least \(needed) GiB to hold its source, not \(volume.sizeGiB).")
             }
-            // quota: charge one volume and volume.sizeGiB GiB to `project` here.
+            try await quotas.chargeOpenStack(project: project, .volumes, delta: 1, in: db)
             try await VolumeTables.insert(volume, db)
             return (volume, origin)
         }
@@ -178,7 +182,10 @@ public struct VolumeService: Sendable {
                 }
             }
         } catch {
-            try? await database.transaction { db in try await VolumeTables.deleteVolume(id: row.id, project: project, db) }
+            try? await database.transaction { db in
+                try await quotas.charge(project: project, .volumes, delta: -1, in: db)
+                try await VolumeTables.deleteVolume(id: row.id, project: project, db)
+            }
             throw error
         }
         return try await setStatus(row, "available")
@@ -245,7 +252,10 @@ public struct VolumeService: Sendable {
             _ = try? await setStatus(volume, "available")
             throw error
         }
-        try await database.transaction { db in try await VolumeTables.deleteVolume(id: volume.id, project: project, db) }
+        try await database.transaction { db in
+            try await quotas.charge(project: project, .volumes, delta: -1, in: db)
+            try await VolumeTables.deleteVolume(id: volume.id, project: project, db)
+        }
     }
 
     /// `os-extend`: grows the volume to `newSizeGiB` (400 unless larger).
@@ -255,7 +265,6 @@ public struct VolumeService: Sendable {
                 throw CloudError.badRequest("Invalid input received: new size \(newSizeGiB) must be larger than the current \(volume.sizeGiB) GiB (at most \(Self.maxSizeGiB)).")
             }
         }
-        // quota: charge (newSizeGiB - volume.sizeGiB) GiB to `project` here.
         do {
             let map = try MapName(volume.mapName)
             let bytes = UInt64(newSizeGiB * Self.gib)
@@ -285,14 +294,19 @@ public struct VolumeService: Sendable {
             protected: protected, diskFormat: diskFormat ?? "raw", containerFormat: containerFormat ?? "bare", minDisk: volume.sizeGiB,
             minRAM: 0, sizeBytes: nil, checksum: nil, hashAlgorithm: nil, hashValue: nil, mapName: nil,
             properties: ["EXCLUDE_ALL_TASKS": "yes", "snf_source_volume": volume.id], tags: [], createdAt: now, updatedAt: now)
-        // quota: charge one image (and the volume's bytes) to `project` here.
-        try await database.transaction { [image] db in try await ImageTables.insert(image, db) }
+        try await database.transaction { [image, quotas] db in
+            try await quotas.chargeOpenStack(project: project, .images, delta: 1, in: db)
+            try await ImageTables.insert(image, db)
+        }
         do {
             let map = try MapName(volume.mapName)
             let record = try await inStore { store in try store.snapshot(map, as: imageMap) }
             image.sizeBytes = Int64(record.sizeBytes)
         } catch {
-            try? await database.transaction { db in try await ImageTables.delete(id: imageID, db) }
+            try? await database.transaction { [quotas] db in
+                try await quotas.charge(project: project, .images, delta: -1, in: db)
+                try await ImageTables.delete(id: imageID, db)
+            }
             throw error
         }
         image.status = "active"
@@ -332,14 +346,17 @@ public struct VolumeService: Sendable {
             let snapshot = VolumeSnapshot(
                 id: id, projectID: project, volumeID: volume.id, name: name, description: description, status: "creating",
                 sizeGiB: volume.sizeGiB, mapName: map.rawValue, metadata: metadata, createdAt: now, updatedAt: now)
-            // quota: charge one snapshot and snapshot.sizeGiB GiB to `project` here.
+            try await quotas.chargeOpenStack(project: project, .snapshots, delta: 1, in: db)
             try await VolumeTables.insert(snapshot, db)
             return (snapshot, try MapName(volume.mapName))
         }
         do {
             try await inStore { store in _ = try store.snapshot(volumeMap, as: map) }
         } catch {
-            try? await database.transaction { db in try await VolumeTables.deleteSnapshot(id: id, project: project, db) }
+            try? await database.transaction { db in
+                try await quotas.charge(project: project, .snapshots, delta: -1, in: db)
+                try await VolumeTables.deleteSnapshot(id: id, project: project, db)
+            }
             throw error
         }
         var done = snapshot
@@ -382,7 +399,10 @@ public struct VolumeService: Sendable {
             return snapshot
         }
         await removeMap(try MapName(snapshot.mapName))
-        try await database.transaction { db in try await VolumeTables.deleteSnapshot(id: snapshot.id, project: project, db) }
+        try await database.transaction { db in
+            try await quotas.charge(project: project, .snapshots, delta: -1, in: db)
+            try await VolumeTables.deleteSnapshot(id: snapshot.id, project: project, db)
+        }
     }
 }
 
