@@ -22,7 +22,8 @@ enum ObjectNames {
         let bytes = name.utf8
         guard !bytes.isEmpty else { throw .badRequest("A container name cannot be empty.") }
         guard bytes.count <= ObjectLimits.maxContainerNameBytes else {
-            throw .badRequest("A container name has at most \(ObjectLimits.maxContainerNameBytes) bytes.")
+            // Swift's own text (clients and tempest match it).
+            throw .badRequest("Container name length of \(bytes.count) longer than \(ObjectLimits.maxContainerNameBytes)")
         }
         guard !bytes.contains(UInt8(ascii: "/")) else { throw .badRequest("A container name cannot contain '/'.") }
         guard name != "." && name != ".." else { throw .badRequest("A container name cannot be '.' or '..'.") }

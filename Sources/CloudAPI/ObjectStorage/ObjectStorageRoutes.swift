@@ -41,6 +41,15 @@ public struct ObjectStorageMiddleware<Context: RequestContext>: RouterMiddleware
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         let path = request.uri.path
+        if path == "/healthcheck" && (request.method == .get || request.method == .head) {
+            // Swift's healthcheck middleware: 200 "OK" when the proxy answers.
+            var headers: HTTPFields = [:]
+            headers[.contentType] = "text/plain"
+            headers[.xTransID] = Self.transactionID()
+            return Response(
+                status: .ok, headers: headers,
+                body: .init(byteBuffer: ByteBuffer(string: request.method == .head ? "" : "OK")))
+        }
         if path == "/info" || path == "/info/" {
             guard request.method == .get || request.method == .head else { return Self.error(.init(status: 405, message: "Method Not Allowed"), request) }
             return jsonResponse(ObjectStorageInfo.document)
@@ -70,6 +79,9 @@ public struct ObjectStorageMiddleware<Context: RequestContext>: RouterMiddleware
 
 /// `GET /info`: Swift's capabilities, and Pithos' block size and hash.
 enum ObjectStorageInfo {
+    /// The one storage policy: every container's blocks live in the same block store.
+    static let storagePolicy = "Policy-0"
+
     static let document: JSON = [
         "swift": [
             "version": "2.34.0", "max_file_size": .int(Int(ObjectLimits.maxFileSizeBytes)),
@@ -83,7 +95,7 @@ enum ObjectStorageInfo {
             "max_container_name_length": .int(ObjectLimits.maxContainerNameBytes),
             "max_account_name_length": 256, "max_header_size": 8192, "extra_header_count": 0,
             "strict_cors_mode": true, "allow_account_management": false, "account_autocreate": true,
-            "policies": [["name": "Policy-0", "default": true]],
+            "policies": [["name": .string(storagePolicy), "default": true]],
         ],
         "slo": [
             "max_manifest_segments": .int(ObjectStorageService.maxManifestSegments),
@@ -164,6 +176,13 @@ extension ObjectStorageMiddleware {
         h[HTTPField.Name("X-Account-Container-Count")!] = String(a.containerCount)
         h[HTTPField.Name("X-Account-Object-Count")!] = String(a.objectCount)
         h[HTTPField.Name("X-Account-Bytes-Used")!] = String(a.bytesUsed)
+        // One storage policy (`/info` lists it): Swift reports each policy's share of the account
+        // once the account has a container in it.
+        if a.containerCount > 0 {
+            h[HTTPField.Name("X-Account-Storage-Policy-\(ObjectStorageInfo.storagePolicy)-Container-Count")!] = String(a.containerCount)
+            h[HTTPField.Name("X-Account-Storage-Policy-\(ObjectStorageInfo.storagePolicy)-Object-Count")!] = String(a.objectCount)
+            h[HTTPField.Name("X-Account-Storage-Policy-\(ObjectStorageInfo.storagePolicy)-Bytes-Used")!] = String(a.bytesUsed)
+        }
         // Pithos' name for the storage quota (bytes); absent when unlimited.
         if let quota = a.quotaBytes { h[HTTPField.Name("X-Account-Policy-Quota")!] = String(quota) }
         h[.xTimestamp] = Self.xTimestamp(Timestamp.now())
@@ -182,6 +201,7 @@ extension ObjectStorageMiddleware {
             var headers: HTTPFields = [:]
             headers[HTTPField.Name("X-Container-Object-Count")!] = String(c.objectCount)
             headers[HTTPField.Name("X-Container-Bytes-Used")!] = String(c.bytesUsed)
+            headers[HTTPField.Name("X-Storage-Policy")!] = ObjectStorageInfo.storagePolicy
             headers[.xTimestamp] = Self.xTimestamp(c.createdAt)
             headers[.lastModified] = Self.httpDate(c.modifiedAt)
             // Pithos clients (kamaki) read these before computing a hashmap.
@@ -298,10 +318,11 @@ extension ObjectStorageMiddleware {
             }
             if let from = request.headers[.xCopyFrom] {
                 let source = try Self.objectPath(from, header: "X-Copy-From")
+                let original = try await objects.object(project: project, container: source.container, name: source.name)
                 let copied = try await objects.copyObject(
                     project: project, from: source, to: (container, name), change: copyMetadata(request),
                     contentType: request.headers[.contentType])
-                return Self.empty(201, objectHeaders(copied, includeLength: false))
+                return Self.empty(201, copiedHeaders(copied, from: source, original))
             }
             var upload = ObjectStorageService.Upload()
             upload.contentType = request.headers[.contentType]
@@ -321,10 +342,11 @@ extension ObjectStorageMiddleware {
                 throw CloudError.badRequest("The Destination header is required for COPY.")
             }
             let target = try Self.objectPath(destination, header: "Destination")
+            let original = try await objects.object(project: project, container: container, name: name)
             let copied = try await objects.copyObject(
                 project: project, from: (container, name), to: target, change: copyMetadata(request),
                 contentType: request.headers[.contentType])
-            return Self.empty(201, objectHeaders(copied, includeLength: false))
+            return Self.empty(201, copiedHeaders(copied, from: (container, name), original))
         case .post:
             var change = metadataChange(request, kind: "object")
             change.replaceAll = true
@@ -507,6 +529,19 @@ extension ObjectStorageMiddleware {
     }
 
     /// `container/object` or `/container/object`, percent-encoded.
+    /// A copy's answer: the new object's headers and, as Swift's copy middleware adds them, where
+    /// it came from (`X-Copied-From`, percent-encoded) and that source's last modification.
+    func copiedHeaders(_ copied: StoredObject, from source: (container: String, name: String), _ original: StoredObject)
+        -> HTTPFields
+    {
+        var headers = objectHeaders(copied, includeLength: false)
+        let path = source.container + "/" + source.name
+        headers[HTTPField.Name("X-Copied-From")!] =
+            path.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? path
+        headers[HTTPField.Name("X-Copied-From-Last-Modified")!] = Self.httpDate(original.modifiedAt)
+        return headers
+    }
+
     static func objectPath(_ value: String, header: String) throws(CloudError) -> (container: String, name: String) {
         let trimmed = value.drop { $0 == "/" }
         let parts = trimmed.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)

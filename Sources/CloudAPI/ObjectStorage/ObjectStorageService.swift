@@ -145,7 +145,7 @@ public struct ObjectStorageService: Sendable {
                 throw CloudError.notFound("The container \(name) does not exist.")
             }
             guard existing.objectCount == 0 else {
-                throw CloudError.conflict("There was a conflict when trying to complete your request: the container is not empty.")
+                throw CloudError.conflict("There was a conflict when trying to complete your request.")  // Swift's text
             }
             try await ObjectTables.deleteContainer(project: project, name: name, db)
         }
