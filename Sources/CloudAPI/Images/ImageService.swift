@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import SQLKit
 
 /// Images (Glance v2) below HTTP. An image's bytes are a read-only block-store map of its own,
 /// `img-<image id>`: imported from an upload, or, without reading or writing a block, a new map
@@ -289,14 +290,20 @@ public struct ImageService: Sendable {
         }
     }
 
+    /// Image `id` locked for update in `db`: 404 unless the caller may read it, 403 unless it may
+    /// change it.
+    static func lockedWritable(_ c: Caller, id: String, _ db: any SQLDatabase) async throws -> Image {
+        guard let image = try await ImageTables.image(id: id.lowercased(), forUpdate: true, db), readable(image, by: c)
+        else { throw notFound(id) }
+        try requireWritable(image, by: c)
+        return image
+    }
+
     /// Moves image `id` from one of `from` to `to` in one transaction (409 from another status).
     func transition(_ c: Caller, id: String, from: Set<String>, to: String) async throws -> Image {
         guard ResourceNames.isUUID(id) else { throw Self.notFound(id) }
         return try await database.transaction { db in
-            guard var image = try await ImageTables.image(id: id.lowercased(), forUpdate: true, db),
-                Self.readable(image, by: c)
-            else { throw Self.notFound(id) }
-            try Self.requireWritable(image, by: c)
+            var image = try await Self.lockedWritable(c, id: id, db)
             guard from.contains(image.status) else {
                 throw CloudError.conflict("Image status transition from \(image.status) to \(to) is not allowed.")
             }
@@ -389,10 +396,7 @@ public struct ImageService: Sendable {
     func update(_ c: Caller, id: String, _ operations: [PatchOperation]) async throws -> Image {
         guard ResourceNames.isUUID(id) else { throw Self.notFound(id) }
         return try await database.transaction { db in
-            guard var image = try await ImageTables.image(id: id.lowercased(), forUpdate: true, db),
-                Self.readable(image, by: c)
-            else { throw Self.notFound(id) }
-            try Self.requireWritable(image, by: c)
+            var image = try await Self.lockedWritable(c, id: id, db)
             for operation in operations {
                 let key = Self.pointerKey(operation.path)
                 guard !key.isEmpty, !key.contains("/") else {

@@ -404,51 +404,6 @@ public struct ObjectStorageService: Sendable {
 
     // MARK: Helpers
 
-    /// Writes `body` to a new file at `path` in 1 MiB writes on the blocking pool, computing the
-    /// MD5 on the way. Returns the size and the MD5 in lowercase hex. 413 past `limit` bytes.
-    static func spool<Body: AsyncSequence & Sendable>(_ body: Body, to path: String, limit: Int64) async throws
-        -> (Int64, String) where Body.Element == ByteBuffer
-    {
-        let fd = Glibc.open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw DatabaseError("cannot create the upload file \(path): \(String(cString: strerror(errno)))") }
-        defer { Glibc.close(fd) }
-        var md5 = Insecure.MD5()
-        var size: Int64 = 0
-        var pending = ByteBuffer()
-        let flushAt = 1 << 20
-        @Sendable func writeAll(_ chunk: ByteBuffer) throws {
-            try chunk.withUnsafeReadableBytes { raw in
-                var offset = 0
-                while offset < raw.count {
-                    let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw DatabaseError("cannot write the upload file \(path): \(String(cString: strerror(errno)))")
-                    }
-                    offset += n
-                }
-            }
-        }
-        for try await chunk in body {
-            size += Int64(chunk.readableBytes)
-            guard size <= limit else { throw CloudError(status: 413, message: "Your request is too large.") }
-            chunk.withUnsafeReadableBytes { md5.update(bufferPointer: $0) }
-            var chunk = chunk
-            pending.writeBuffer(&chunk)
-            if pending.readableBytes >= flushAt {
-                let full = pending
-                pending = ByteBuffer()
-                try await NIOThreadPool.singleton.runIfActive { try writeAll(full) }
-            }
-        }
-        if pending.readableBytes > 0 {
-            let rest = pending
-            try await NIOThreadPool.singleton.runIfActive { try writeAll(rest) }
-        }
-        let hex = md5.finalize().map { String(format: "%02x", $0) }.joined()
-        return (size, hex)
-    }
-
     /// `"ABC…"` → `abc…`.
     static func normalizedETag(_ etag: String) -> String {
         var s = etag.trimmingCharacters(in: .whitespaces)

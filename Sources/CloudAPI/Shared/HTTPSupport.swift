@@ -30,14 +30,7 @@ func emptyResponse(status: Int, headers: HTTPFields = [:]) -> Response {
 extension Request {
     /// The request body parsed as a JSON object; 400 when it is missing, too large or not an object.
     mutating func jsonObject() async throws -> [String: JSON] {
-        let buffer: ByteBuffer
-        do {
-            buffer = try await collectBody(upTo: maximumJSONBodyBytes)
-        } catch {
-            throw CloudError(status: 413, message: "The request body is larger than \(maximumJSONBodyBytes) bytes.")
-        }
-        guard buffer.readableBytes > 0 else { throw CloudError.badRequest("The request body is empty; JSON was expected.") }
-        guard let object = try JSON.parse(Data(buffer.readableBytesView)).objectValue else {
+        guard let object = try await jsonValue().objectValue else {
             throw CloudError.badRequest("The request body must be a JSON object.")
         }
         return object
