@@ -49,6 +49,33 @@ struct StorageTests {
         }
     }
 
+    @Test("several processes opening one empty database at once: each migrates or waits, none fails",
+          arguments: Backend.all)
+    func concurrentFirstOpen(backend: Backend) async throws {
+        try await withEmptyDatabase(backend) { configuration in
+            // Each open's outcome, as versions or the error in full (PSQLError hides its text).
+            let outcomes = await withTaskGroup(of: String.self) { group in
+                for _ in 0..<6 {
+                    group.addTask {
+                        do {
+                            let database = try await MetadataDatabase.open(configuration, logger: testLogger)
+                            let versions = try? await database.read { db in
+                                try await db.select().column("version").from("snf_schema_migrations").all()
+                                    .map { try $0.decode(column: "version", as: Int.self) }
+                            }
+                            await database.close()
+                            return "\((versions ?? []).sorted())"
+                        } catch {
+                            return String(reflecting: error)
+                        }
+                    }
+                }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(outcomes == Array(repeating: "[1, 2, 3, 4, 5]", count: 6))
+        }
+    }
+
     @Test("a schema newer than the program is refused", arguments: Backend.all)
     func newerSchema(backend: Backend) async throws {
         try await withDatabase(backend) { configuration, database in

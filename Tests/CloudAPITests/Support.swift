@@ -43,26 +43,39 @@ let testLogger: Logger = {
 func withDatabase<R: Sendable>(
     _ backend: Backend, _ body: (CloudConfiguration, MetadataDatabase) async throws -> R
 ) async throws -> R {
+    try await withEmptyDatabase(backend) { configuration in
+        let database = try await MetadataDatabase.open(configuration, logger: testLogger)
+        do {
+            let result = try await body(configuration, database)
+            await database.close()
+            return result
+        } catch {
+            await database.close()
+            throw error
+        }
+    }
+}
+
+/// A configuration naming a database on `backend` that exists but has no schema yet (an empty
+/// PostgreSQL database; a SQLite path not yet created); removed after `body`.
+func withEmptyDatabase<R: Sendable>(
+    _ backend: Backend, _ body: (CloudConfiguration) async throws -> R
+) async throws -> R {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("snf-cloud-test-\(UUID().uuidString)").path
     defer { try? FileManager.default.removeItem(atPath: directory) }
     var configuration = CloudConfiguration(dataDirectory: directory)
     var dropName: String?
     if backend.name == "postgresql", let url = Backend.postgresURL {
         let name = "snf_test_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-        var admin = configuration
-        admin.databaseURL = url
         try await PostgresAdmin.shared.run(url: url, "CREATE DATABASE \(name)")
         configuration.databaseURL = replacingDatabase(in: url, with: name)
         dropName = name
     }
-    let database = try await MetadataDatabase.open(configuration, logger: testLogger)
     do {
-        let result = try await body(configuration, database)
-        await database.close()
+        let result = try await body(configuration)
         try await drop(dropName)
         return result
     } catch {
-        await database.close()
         try await drop(dropName)
         throw error
     }
@@ -143,10 +156,23 @@ func adminToken(_ client: any TestClientProtocol) async throws -> String {
 /// CREATE/DROP DATABASE one at a time: PostgreSQL refuses to copy template1 while another
 /// session uses it, which parallel tests would otherwise do. Another process on the same server
 /// (a second test run, the real-client tests) can still hold template1 for a moment: retried.
+/// An actor alone does not serialize them (it is reentrant at every `await`): each statement
+/// waits for the one before it to finish.
 actor PostgresAdmin {
     static let shared = PostgresAdmin()
+    private var tail: Task<Void, Never>?
 
     func run(url: String, _ statement: String) async throws {
+        let previous = tail
+        let mine = Task<Void, any Error> {
+            await previous?.value
+            try await self.runRetrying(url: url, statement)
+        }
+        tail = Task { _ = try? await mine.value }
+        try await mine.value
+    }
+
+    private func runRetrying(url: String, _ statement: String) async throws {
         var attempt = 0
         while true {
             do {
@@ -167,7 +193,7 @@ actor PostgresAdmin {
     private func runOnce(url: String, _ statement: String) async throws {
         var admin = CloudConfiguration(dataDirectory: "/nonexistent")
         admin.databaseURL = url
-        let server = try await MetadataDatabase.open(admin, logger: testLogger)
+        let server = try await MetadataDatabase.open(admin, logger: testLogger, migrating: false)
         do {
             try await server.read { db in try await db.raw(SQLQueryString(statement)).run() }
         } catch {

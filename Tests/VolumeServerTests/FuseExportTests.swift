@@ -52,12 +52,15 @@ struct FuseExportTests {
             export.add(name: "vol", device: volume)
             do {
                 let file = try Descriptor(export.path(of: "vol"), O_RDWR)
+                // At least: a child another test spawns meanwhile inherits this descriptor until
+                // its exec closes it (O_CLOEXEC), and that close is a FUSE flush too.
                 let before = volume.flushes.load(ordering: .relaxed)
                 try file.write([1], at: 0)
                 try file.sync()
-                #expect(volume.flushes.load(ordering: .relaxed) == before + 1)
+                let afterSync = volume.flushes.load(ordering: .relaxed)
+                #expect(afterSync >= before + 1)
                 #expect(fdatasync(file.fd) == 0)
-                #expect(volume.flushes.load(ordering: .relaxed) == before + 2)
+                #expect(volume.flushes.load(ordering: .relaxed) >= afterSync + 1)
             }
             let afterClose = volume.flushes.load(ordering: .relaxed)
             #expect(afterClose >= 3, "close flushes")

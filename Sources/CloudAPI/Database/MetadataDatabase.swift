@@ -23,7 +23,9 @@ public final class MetadataDatabase: Sendable {
         /// One connection, serialized by `lock`: SQLite allows one writer, and a single connection
         /// makes `BEGIN`/`COMMIT` sessions trivially correct inside this process. Other processes
         /// (the admin verbs while the server runs) wait on SQLite's own lock (`busy_timeout`).
-        case sqlite(SQLiteConnection, AsyncLock)
+        /// The connection has a thread of its own: a wait in `busy_timeout` blocks that thread,
+        /// and on a shared pool it could block the very connection it waits for.
+        case sqlite(SQLiteConnection, AsyncLock, NIOThreadPool)
         case postgres(PostgresPool)
     }
 
@@ -40,11 +42,15 @@ public final class MetadataDatabase: Sendable {
         self.logger = logger
     }
 
-    /// Opens the database the configuration names and brings its schema up to date.
+    /// Opens the database the configuration names and, unless `migrating` is false, brings its
+    /// schema up to date. `migrating: false` is for administration sessions (`CREATE DATABASE`
+    /// on a server's maintenance database) that must not leave the cloud's tables there.
     ///
     /// - Throws: ``DatabaseError`` when the URL is not understood, the server cannot be reached,
     ///   or the schema is newer than this program.
-    public static func open(_ configuration: CloudConfiguration, logger: Logger) async throws -> MetadataDatabase {
+    public static func open(
+        _ configuration: CloudConfiguration, logger: Logger, migrating: Bool = true
+    ) async throws -> MetadataDatabase {
         let database: MetadataDatabase
         if let url = configuration.databaseURL, !url.hasPrefix("sqlite:") {
             database = try await openPostgres(url: url, logger: logger)
@@ -58,6 +64,7 @@ public final class MetadataDatabase: Sendable {
             }
             database = try await openSQLite(path: path, logger: logger)
         }
+        guard migrating else { return database }
         do {
             try await Migrations.migrate(database)
         } catch {
@@ -81,26 +88,36 @@ public final class MetadataDatabase: Sendable {
             throw DatabaseError("cannot open \(path): \(String(cString: strerror(errno)))")
         }
         Glibc.close(fd)
+        let threadPool = NIOThreadPool(numberOfThreads: 1)
+        threadPool.start()
         let connection: SQLiteConnection
         do {
-            connection = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+            connection = try await SQLiteConnection.open(
+                storage: .file(path: path), threadPool: threadPool, logger: logger,
+                on: MultiThreadedEventLoopGroup.singleton.any()
+            ).get()
         } catch {
+            try? await threadPool.shutdownGracefully()
             throw DatabaseError("cannot open the SQLite database \(path): \(error)")
         }
         let sql = connection.sql()
         do {
-            // WAL: readers do not block the writer; synchronous=FULL: a committed transaction
-            // survives a power cut; busy_timeout: the admin verbs wait for the server's writes.
+            // busy_timeout: the admin verbs wait for the server's writes (first, so that the
+            // switch to WAL also waits for another process opening the same new file). A whole
+            // minute: a commit's fsync can take many seconds on a disk busy with volume writes,
+            // and waiting is better than failing. WAL: readers do not block the writer;
+            // synchronous=FULL: a committed transaction survives a power cut.
+            try await sql.raw("PRAGMA busy_timeout = 60000").run()
             try await sql.raw("PRAGMA journal_mode = WAL").run()
             try await sql.raw("PRAGMA synchronous = FULL").run()
-            try await sql.raw("PRAGMA busy_timeout = 10000").run()
             try await sql.raw("PRAGMA foreign_keys = ON").run()
         } catch {
-            try? await connection.close()
+            try? await connection.close().get()
+            try? await threadPool.shutdownGracefully()
             throw DatabaseError("cannot configure the SQLite database \(path): \(error)")
         }
         return MetadataDatabase(
-            backend: .sqlite(connection, AsyncLock()), dialect: .sqlite, displayLocation: path, logger: logger)
+            backend: .sqlite(connection, AsyncLock(), threadPool), dialect: .sqlite, displayLocation: path, logger: logger)
     }
 
     static func openPostgres(url: String, logger: Logger) async throws -> MetadataDatabase {
@@ -139,7 +156,7 @@ public final class MetadataDatabase: Sendable {
     /// Runs `body` on one session without a transaction (single statements, reads).
     public func read<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
-        case .sqlite(let connection, let lock):
+        case .sqlite(let connection, let lock, _):
             return try await lock.withLock { try await body(connection.sql()) }
         case .postgres(let pool):
             return try await pool.pool.database(logger: logger).sql().withSession(body)
@@ -168,8 +185,11 @@ public final class MetadataDatabase: Sendable {
     /// Closes the connection or pool. Call once, after the last query.
     public func close() async {
         switch backend {
-        case .sqlite(let connection, _):
-            try? await connection.close()
+        case .sqlite(let connection, _, let threadPool):
+            // The future, not the async close: that one is skipped when the task is cancelled,
+            // which would leave the file open (and trip SQLiteNIO's assertion in debug builds).
+            try? await connection.close().get()
+            try? await threadPool.shutdownGracefully()
         case .postgres(let pool):
             try? await pool.pool.shutdownAsync()
         }

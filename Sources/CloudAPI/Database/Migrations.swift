@@ -1,6 +1,6 @@
 import SQLKit
 
-/// Versioned schema migrations. Each migration runs once, in its own transaction together with
+/// Versioned schema migrations. Each migration runs once, in one transaction together with
 /// the row that records it in `snf_schema_migrations`, so a crash leaves either the old or the
 /// new schema. Migrations are append-only: never edit one that has shipped; add the next version.
 enum Migrations {
@@ -18,37 +18,42 @@ enum Migrations {
         Migration(version: 5, name: "static large objects", apply: staticLargeObjectsV5),
     ]
 
+    /// The PostgreSQL advisory lock key migrations hold ("snf-migr" in ASCII): one per database.
+    static let migrationLockKey: Int64 = 0x736e_662d_6d69_6772
+
     /// The newest schema version this program knows.
     static var latestVersion: Int { all.last?.version ?? 0 }
 
-    /// Applies every migration newer than the database's version. Throws when the database was
-    /// migrated by a newer `snf-cloud` (running old code on a new schema could lose data).
+    /// Applies every migration newer than the database's version, all in one transaction (a
+    /// crash leaves the old schema or the new one; processes opening the database at once take
+    /// the lock once each, then find nothing left to do). Throws when the database was migrated
+    /// by a newer `snf-cloud` (running old code on a new schema could lose data).
     static func migrate(_ database: MetadataDatabase) async throws {
         try await database.transaction { db in
+            if database.dialect == .postgresql {
+                // Two processes migrating a fresh database at once: `CREATE TABLE IF NOT EXISTS`
+                // is not atomic in PostgreSQL (both see no table, one fails on a duplicate
+                // catalog row). This lock, held until the transaction ends, makes them take turns.
+                // (SQLite's `BEGIN IMMEDIATE` already does.)
+                try await db.raw("SELECT pg_advisory_xact_lock(\(unsafeRaw: String(migrationLockKey)))").run()
+            }
             try await db.create(table: "snf_schema_migrations").ifNotExists()
                 .column("version", type: .bigint, .primaryKey(autoIncrement: false))
                 .column("name", type: .text, .notNull)
                 .column("applied_at_us", type: .bigint, .notNull)
                 .run()
-        }
-        for migration in all {
-            try await database.transaction { db in
-                if database.dialect == .postgresql {
-                    // Two processes starting at once: the second waits here, then sees the row.
-                    try await db.raw("LOCK TABLE snf_schema_migrations IN EXCLUSIVE MODE").run()
-                }
-                let rows = try await db.select().column("version").from("snf_schema_migrations").all()
-                let applied = Set(try rows.map { try $0.decode(column: "version", as: Int.self) })
-                let known = Set(all.map(\.version))
-                if let unknown = applied.subtracting(known).max() {
-                    throw DatabaseError(
-                        "the database \(database.displayLocation) has schema version \(unknown), which this snf-cloud does not know (it knows up to \(latestVersion)); upgrade snf-cloud"
-                    )
-                }
-                // Each version is applied when its own row is absent (not when it is above the
-                // highest applied one): versions written on parallel branches (3 on one, 4 on
-                // another) apply whatever order they merge in.
-                guard !applied.contains(migration.version) else { return }
+            let rows = try await db.select().column("version").from("snf_schema_migrations").all()
+            let applied = Set(try rows.map { try $0.decode(column: "version", as: Int.self) })
+            let known = Set(all.map(\.version))
+            if let unknown = applied.subtracting(known).max() {
+                throw DatabaseError(
+                    "the database \(database.displayLocation) has schema version \(unknown), which this snf-cloud does not know (it knows up to \(latestVersion)); upgrade snf-cloud"
+                )
+            }
+            // Each version is applied when its own row is absent (not when it is above the
+            // highest applied one): versions written on parallel branches (3 on one, 4 on
+            // another) apply whatever order they merge in.
+            for migration in all where !applied.contains(migration.version) {
                 try await migration.apply(db)
                 try await db.insert(into: "snf_schema_migrations")
                     .columns("version", "name", "applied_at_us")
