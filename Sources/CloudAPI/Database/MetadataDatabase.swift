@@ -66,7 +66,7 @@ public final class MetadataDatabase: Sendable {
         }
         guard migrating else { return database }
         do {
-            try await Migrations.migrate(database)
+            try await retryingWhileBusy { try await Migrations.migrate(database) }
         } catch {
             await database.close()
             throw error
@@ -108,7 +108,15 @@ public final class MetadataDatabase: Sendable {
             // and waiting is better than failing. WAL: readers do not block the writer;
             // synchronous=FULL: a committed transaction survives a power cut.
             try await sql.raw("PRAGMA busy_timeout = 60000").run()
-            try await sql.raw("PRAGMA journal_mode = WAL").run()
+            try await retryingWhileBusy {
+                // Another process switching the same new file at that moment: SQLite may answer
+                // the old mode, or busy, without waiting. Until it says "wal", again.
+                let mode = try await sql.raw("PRAGMA journal_mode = WAL").first()?
+                    .decode(column: "journal_mode", as: String.self)
+                guard mode?.lowercased() == "wal" else {
+                    throw StillBusy()
+                }
+            }
             try await sql.raw("PRAGMA synchronous = FULL").run()
             try await sql.raw("PRAGMA foreign_keys = ON").run()
         } catch {
@@ -118,6 +126,30 @@ public final class MetadataDatabase: Sendable {
         }
         return MetadataDatabase(
             backend: .sqlite(connection, AsyncLock(), threadPool), dialect: .sqlite, displayLocation: path, logger: logger)
+    }
+
+    /// Runs `body` again while SQLite says busy without having waited (it does so in a few races
+    /// between processes opening one new file: the switch to WAL, the first transactions), for
+    /// up to a minute, as `busy_timeout` would have. Other errors, and PostgreSQL's, pass through.
+    static func retryingWhileBusy<R>(_ body: () async throws -> R) async throws -> R {
+        let deadline = ContinuousClock.now.advanced(by: .seconds(60))
+        var pause = Duration.milliseconds(5)
+        while true {
+            do {
+                return try await body()
+            } catch where isBusy(error) && ContinuousClock.now < deadline {
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .milliseconds(200))
+            }
+        }
+    }
+
+    private struct StillBusy: Error {}
+
+    private static func isBusy(_ error: any Error) -> Bool {
+        if error is StillBusy { return true }
+        guard let error = error as? SQLiteError else { return false }
+        return error.reason == .busy || error.reason == .busyInRecovery || error.reason == .busyInSnapshot
     }
 
     static func openPostgres(url: String, logger: Logger) async throws -> MetadataDatabase {
