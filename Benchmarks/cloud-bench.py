@@ -1,5 +1,6 @@
 """The driver of Benchmarks/cloud-bench (run it through that script, which builds the release
-snf-cloud and the clients' virtualenv). Standard library plus the venv's `swift` command."""
+snf-cloud and the clients' virtualenv). Runs on the venv's interpreter: python-swiftclient's
+SwiftService in-process, and the venv's `swift` command."""
 
 import argparse
 import hashlib
@@ -104,6 +105,79 @@ class Cloud:
         self.log.close()
 
 
+def service_upload(service, path, name, checksum=True):
+    """`swift upload` (checksum=False: `swift upload --ignore-checksum`, no MD5 on the client)."""
+    from swiftclient.service import SwiftUploadObject
+    options = {"checksum": checksum, "skip_container_put": True}
+    for result in service.upload("bench", [SwiftUploadObject(path, object_name=name)], options=options):
+        if not result["success"]:
+            sys.exit(f"cloud-bench: swiftclient upload failed: {result.get('error')!r}")
+
+
+def service_download(service, name):
+    for result in service.download("bench", [name], options={"out_file": "/dev/null"}):
+        if not result["success"]:
+            sys.exit(f"cloud-bench: swiftclient download failed: {result.get('error')!r}")
+
+
+class NullSink:
+    """An HTTP server in a process of its own that reads each request body and discards it, then
+    answers 201 with no ETag (so swiftclient checks nothing): uploading to it measures what the
+    client alone costs, the ceiling any server's PUT is bounded by on this machine."""
+
+    def __init__(self):
+        self.socket = socket.socket()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(16)
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/v1/AUTH_sink"
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                while True:
+                    connection, _ = self.socket.accept()
+                    threading.Thread(target=NullSink.serve, args=(connection,), daemon=True).start()
+            finally:
+                os._exit(0)
+        self.socket.close()
+
+    @staticmethod
+    def serve(connection):
+        pending = b""
+        while True:
+            while b"\r\n\r\n" not in pending:
+                data = connection.recv(65536)
+                if not data:
+                    return
+                pending += data
+            head, _, body = pending.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.decode("latin-1").split("\r\n")[1:]:
+                key, _, value = line.partition(":")
+                if key.strip().lower() == "content-length":
+                    length = int(value)
+            received = len(body)
+            while received < length:
+                data = connection.recv(1 << 20)
+                if not data:
+                    return
+                received += len(data)
+            pending = b""
+            connection.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+
+    def stop(self):
+        os.kill(self.pid, 9)
+        os.waitpid(self.pid, 0)
+
+
+def swift_service(cloud=None, url=None):
+    """python-swiftclient's SwiftService (what the `swift` command runs) on the bench's token."""
+    from swiftclient.service import SwiftService
+    if cloud is not None:
+        return SwiftService(options={"os_auth_token": cloud.token, "os_storage_url": cloud.storage})
+    return SwiftService(options={"os_auth_token": "sink", "os_storage_url": url})
+
+
 def count_blocks(store):
     total = 0
     for _, _, files in os.walk(os.path.join(store, "blocks")):
@@ -179,10 +253,19 @@ def main():
     store = os.path.join(cloud_dir, "store")
     out = os.path.join(work, "dd.out")
     cloud = Cloud(args.bin, cloud_dir)
+    sink = None
     rows = []
     try:
         cloud.swift(args.venv_bin, "post", "bench")
+        sink = NullSink()  # forked before this process starts threads
+        service = swift_service(cloud)
+        sink_service = swift_service(url=sink.url)
+        tiny = os.path.join(work, "tiny")
+        with open(tiny, "wb") as f:
+            f.write(b"x")
         dd_put, obj_put, dd_get, obj_get, hm_put, hm_hash = [], [], [], [], [], []
+        cli_put, cli_fixed = [], []
+        obj_put_nocheck, sink_put, sink_put_nocheck = [], [], []
         hm_bytes = 0
         blocks_added = []
         for run_index in range(args.runs):
@@ -194,13 +277,28 @@ def main():
             t, _ = timed(lambda: run("dd", f"if={data}", f"of={out}", "bs=4M", "conv=fsync", "status=none"))
             dd_put.append(t)
             sync()
-            t, _ = timed(lambda: cloud.swift(args.venv_bin, "upload", "bench", data, "--object-name", name))
+            t, _ = timed(lambda: service_upload(service, data, name))
             obj_put.append(t)
+            sync()
+            t, _ = timed(lambda: service_upload(service, data, name + "-nocheck", checksum=False))
+            obj_put_nocheck.append(t)
+            # The client alone: the same uploads into a server that discards the bytes.
+            t, _ = timed(lambda: service_upload(sink_service, data, name))
+            sink_put.append(t)
+            t, _ = timed(lambda: service_upload(sink_service, data, name, checksum=False))
+            sink_put_nocheck.append(t)
             sync()
             t, _ = timed(lambda: run("dd", f"if={out}", "of=/dev/null", "bs=4M", "status=none"))
             dd_get.append(t)
-            t, _ = timed(lambda: cloud.swift(args.venv_bin, "download", "bench", name, "-o", "/dev/null"))
+            t, _ = timed(lambda: service_download(service, name))
             obj_get.append(t)
+            # The same through the `swift` command: a new interpreter, Keystone auth, then the
+            # same upload code (the fixed cost is measured apart, with a 1-byte object).
+            sync()
+            t, _ = timed(lambda: cloud.swift(args.venv_bin, "upload", "bench", data, "--object-name", name + "-cli"))
+            cli_put.append(t)
+            t, _ = timed(lambda: cloud.swift(args.venv_bin, "upload", "bench", tiny, "--object-name", "tiny"))
+            cli_fixed.append(t)
             # The hashmap protocol: the client hashes its file and sends only the hash list.
             t, hashes = timed(lambda: file_hashes(data))
             hm_hash.append(t)
@@ -219,9 +317,16 @@ def main():
         mib = args.size_mib
         med = statistics.median
         rows.append(("dd bs=4M conv=fsync (write)", med(dd_put), mib / med(dd_put), None))
-        rows.append(("swift upload (object PUT)", med(obj_put), mib / med(obj_put), med(dd_put) / med(obj_put)))
+        rows.append(("swiftclient upload (object PUT)", med(obj_put), mib / med(obj_put), med(dd_put) / med(obj_put)))
+        rows.append(("  the same client into a null sink", med(sink_put), mib / med(sink_put), med(dd_put) / med(sink_put)))
+        rows.append(("swiftclient upload --ignore-checksum", med(obj_put_nocheck), mib / med(obj_put_nocheck),
+                     med(dd_put) / med(obj_put_nocheck)))
+        rows.append(("  the same client into a null sink", med(sink_put_nocheck), mib / med(sink_put_nocheck),
+                     med(dd_put) / med(sink_put_nocheck)))
         rows.append(("dd of=/dev/null (read)", med(dd_get), mib / med(dd_get), None))
-        rows.append(("swift download (object GET)", med(obj_get), mib / med(obj_get), med(dd_get) / med(obj_get)))
+        rows.append(("swiftclient download (object GET)", med(obj_get), mib / med(obj_get), med(dd_get) / med(obj_get)))
+        rows.append(("`swift upload` command, 1 byte", med(cli_fixed), None, None))
+        rows.append(("`swift upload` command (object PUT)", med(cli_put), mib / med(cli_put), med(dd_put) / med(cli_put)))
         rows.append(("client hashing (sha256 per 4 MiB)", med(hm_hash), mib / med(hm_hash), None))
         rows.append(("hashmap PUT of the stored bytes", med(hm_put), mib / med(hm_put), med(obj_put) / med(hm_put)))
 
@@ -232,6 +337,8 @@ def main():
         rps = small_gets(cloud, f"{cloud.storage}/bench/small")
     finally:
         cloud.stop()
+        if sink is not None:
+            sink.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"snf-cloud benchmark: {args.size_mib} MiB object, median of {args.runs} runs, "
@@ -239,7 +346,14 @@ def main():
     print(f"{'measurement':<42} {'seconds':>9} {'MiB/s':>9} {'ratio':>8}")
     for label, seconds, rate, ratio in rows:
         r = f"{ratio:.2f}" if ratio is not None else ""
-        print(f"{label:<42} {seconds:>9.3f} {rate:>9.1f} {r:>8}")
+        rate_text = f"{rate:.1f}" if rate is not None else ""
+        print(f"{label:<42} {seconds:>9.3f} {rate_text:>9} {r:>8}")
+    print("  swiftclient upload/download: python-swiftclient's SwiftService (the code `swift upload` and")
+    print("  `swift download` run, MD5 check included) in this process, with a token issued beforehand;")
+    print("  the `swift upload` command adds an interpreter start and a Keystone auth (the 1-byte row);")
+    print("  null sink: a server that reads and drops the body, so the row is the client's own cost:")
+    print("  no server can make that client's PUT faster on this machine;")
+    print("  --ignore-checksum: the client computes no MD5 (snf-cloud still does, for the ETag);")
     print("  ratio: object PUT/GET = reference time / snf-cloud time (1.00 = as fast as dd);")
     print("  hashmap PUT = full upload time / hashmap PUT time")
     print(f"hashmap PUT sent {hm_bytes} bytes of JSON for {args.size_mib} MiB; "
@@ -249,7 +363,10 @@ def main():
     print("  (the issue asks for under 50 ms each, with no block added)")
     print(f"small-object GET (1 KiB, 8 keep-alive clients): {rps:.0f} requests/s")
     ok_put = med(dd_put) / med(obj_put) >= 0.6
-    print(f"-> object PUT >= 60% of dd: {'ok' if ok_put else 'NO'}; "
+    ok_put_nocheck = med(dd_put) / med(obj_put_nocheck) >= 0.6
+    print(f"-> object PUT >= 60% of dd: {'ok' if ok_put else 'NO'} "
+          f"(--ignore-checksum: {'ok' if ok_put_nocheck else 'NO'}; snf-cloud / null sink: "
+          f"{med(sink_put) / med(obj_put):.2f}, {med(sink_put_nocheck) / med(obj_put_nocheck):.2f}); "
           f"hashmap re-upload adds no block: {'ok' if all(b == 0 for b in blocks_added) else 'NO'}")
 
 

@@ -46,7 +46,7 @@ public enum CloudServer {
         logger.info("block store: \(configuration.storeDirectory)")
         let app = Application(
             router: makeRouter(identity: identity, objects: objects, configuration: configuration, logger: logger),
-            server: .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()])),
+            server: .http1(configuration: .init(additionalChannelHandlers: [LargeReadsHandler(), ExpectContinueHandler()])),
             configuration: .init(
                 address: .hostname(configuration.listenHost, port: configuration.listenPort), serverName: "snf-cloud"),
             logger: logger)

@@ -140,7 +140,7 @@ public struct ImageService: Sendable {
     func copyMap(from origin: MapName, to name: MapName, missing: String) async throws -> MapRecord {
         let store = self.store
         do {
-            return try await NIOThreadPool.singleton.runIfActive { try store.copyMap(from: origin, named: name) }
+            return try await StoreIO.run { try store.copyMap(from: origin, named: name) }
         } catch let error as StoreError where error.code == .notFound {
             throw CloudError.notFound(missing)
         } catch let error as StoreError where error.code == .alreadyExists {
@@ -256,7 +256,7 @@ public struct ImageService: Sendable {
                 throw CloudError.badRequest("The body had \(size) bytes, not the \(declaredLength) of Content-Length.")
             }
             let store = self.store
-            try await NIOThreadPool.singleton.runIfActive {
+            try await StoreIO.run {
                 // A map left by a process that died mid-upload (the image stayed `saving`) goes first.
                 if try store.record(named: mapName) != nil { try store.remove(mapName) }
                 _ = try store.importMap(named: mapName, from: try FileSource(path: scratch), useCache: false)
@@ -320,7 +320,7 @@ public struct ImageService: Sendable {
         let store = self.store
         let map = try MapName(mapName)
         do {
-            return try await NIOThreadPool.singleton.runIfActive { try store.resolvedEntries(of: map).entries }
+            return try await StoreIO.run { try store.resolvedEntries(of: map).entries }
         } catch let error as StoreError where error.code == .notFound {
             throw Self.notFound(image.id)
         }
@@ -488,7 +488,7 @@ public struct ImageService: Sendable {
         let store = self.store
         do {
             let map = try MapName(name)
-            try await NIOThreadPool.singleton.runIfActive {
+            try await StoreIO.run {
                 do { try store.remove(map) } catch let error as StoreError where error.code == .notFound {}
             }
         } catch {
@@ -533,12 +533,12 @@ public struct ImageService: Sendable {
             if pending.readableBytes >= 1 << 20 {
                 let full = pending
                 pending = ByteBuffer()
-                try await NIOThreadPool.singleton.runIfActive { try writeAll(full) }
+                try await StoreIO.run { try writeAll(full) }
             }
         }
         if pending.readableBytes > 0 {
             let rest = pending
-            try await NIOThreadPool.singleton.runIfActive { try writeAll(rest) }
+            try await StoreIO.run { try writeAll(rest) }
         }
         func hex(_ bytes: some Sequence<UInt8>) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
         return (size, hex(md5.finalize()), hex(sha512.finalize()))

@@ -22,7 +22,7 @@ extension ObjectStorageService {
         }
         let store = self.store
         let map = try MapName(object.mapName)
-        let hashmap = try await NIOThreadPool.singleton.runIfActive { try store.hashmap(of: map) }
+        let hashmap = try await StoreIO.run { try store.hashmap(of: map) }
         return (object, hashmap)
     }
 
@@ -57,7 +57,7 @@ extension ObjectStorageService {
         let wanted = Set(ids.filter { !$0.isZero }.map(\.hex))
         let known = try await database.read { db in try await ObjectTables.knownBlocks(project: project, wanted, db) }
         let store = self.store
-        let absent = try await NIOThreadPool.singleton.runIfActive {
+        let absent = try await StoreIO.run {
             try store.absentBlocks(ids.filter { known.contains($0.hex) })
         }
         var missing: [String] = []
@@ -68,7 +68,7 @@ extension ObjectStorageService {
         guard missing.isEmpty else { throw MissingBlocks(hashes: missing) }
         let mapName = try MapName("obj-" + UUID().uuidString.lowercased())
         do {
-            try await NIOThreadPool.singleton.runIfActive {
+            try await StoreIO.run {
                 _ = try store.createMap(named: mapName, sizeBytes: UInt64(sizeBytes), blocks: ids)
             }
         } catch let error as StoreError where error.code == .missing {
@@ -109,7 +109,7 @@ extension ObjectStorageService {
         let streamed = try await streamBlocks(body, limit: ObjectLimits.maxFileSizeBytes)
         guard streamed.sizeBytes > 0 else { return [] }
         let store = self.store
-        try await NIOThreadPool.singleton.runIfActive { try store.backend.flush() }
+        try await StoreIO.run { try store.backend.flush() }
         let stored = streamed.storedHashes
         try await database.transaction { db in try await ObjectTables.recordBlocks(project: project, stored, db) }
         return streamed.blocks.map(\.hex)

@@ -166,7 +166,7 @@ extension ObjectStorageService {
         let total = slo.sizeBytes
         let stored: Set<String>
         do {
-            stored = try await NIOThreadPool.singleton.runIfActive { () throws -> Set<String> in
+            stored = try await StoreIO.run { () throws -> Set<String> in
                 var blocks: [BlockID] = []
                 if concatenated {
                     for (map, size) in zip(segmentMaps, sizes) {

@@ -23,28 +23,32 @@ extension ObjectStorageService {
 
     /// Stores a request body straight into the block store, a block at a time as it arrives: the
     /// body is cut into 4 MiB blocks; each full block is hashed (SHA-256, its id) and written
-    /// (``BlockStore/putBlock(_:)``: once, crash-safe) on NIO's blocking pool while the next one
-    /// is read, at most ``blocksInFlight`` at a time; the MD5 of the whole body is computed on the
-    /// pool too, block after block in order (a chain of tasks), so reading, MD5, SHA-256 and the
-    /// disk all overlap. Nothing names the blocks yet: the caller publishes a map of them
+    /// (``BlockStore/putBlock(_:)``: once, crash-safe) on a store thread (``StoreIO``) while the
+    /// next one is read, at most ``blocksInFlight`` at a time; the MD5 of the whole body is
+    /// computed on NIO's pool (CPU work, never waiting for the disk), block after block in order
+    /// (a chain of tasks), so reading, MD5, SHA-256 and the disk all overlap. Nothing names the blocks yet: the caller publishes a map of them
     /// (``BlockStore/createMap(named:sizeBytes:blocks:)``) or leaves them to garbage collection.
     /// - Throws: 413 past `limit` bytes (checked as bytes arrive), the body's and the store's errors.
     func streamBlocks<Body: AsyncSequence & Sendable>(_ body: Body, limit: Int64) async throws -> StreamedBlocks
     where Body.Element == ByteBuffer {
-        let blockSize = BlockStore.blockSizeBytes
         let store = self.store
-        return try await withThrowingTaskGroup(of: (Int, BlockID).self) { group in
+        return try await withThrowingTaskGroup(of: (Int, BlockID, UploadBlock).self) { group in
             var md5Chain = Task<Insecure.MD5, any Error> { Insecure.MD5() }
             var size: Int64 = 0
             var blocks: [BlockID] = []
             var running = 0
-            var filling = ByteBuffer()
-            filling.reserveCapacity(blockSize)
+            // Page-aligned buffers, reused: the store writes them with O_DIRECT.
+            var spare: [UploadBlock] = []
+            var filling = UploadBlock()
 
-            func submit(_ block: ByteBuffer, group: inout ThrowingTaskGroup<(Int, BlockID), any Error>) async throws {
-                if running >= Self.blocksInFlight, let (index, id) = try await group.next() {
+            func submit(_ block: UploadBlock, group: inout ThrowingTaskGroup<(Int, BlockID, UploadBlock), any Error>)
+                async throws
+            {
+                if running >= Self.blocksInFlight, let (index, id, done) = try await group.next() {
                     blocks[index] = id
                     running -= 1
+                    done.count = 0
+                    spare.append(done)
                 }
                 let index = blocks.count
                 blocks.append(.zero)
@@ -54,18 +58,16 @@ extension ObjectStorageService {
                     let before = try await previous.value
                     return try await NIOThreadPool.singleton.runIfActive {
                         var after = before
-                        block.withUnsafeReadableBytes { after.update(bufferPointer: $0) }
+                        after.update(bufferPointer: block.bytes)
                         return after
                     }
                 }
                 md5Chain = md5
                 group.addTask {
-                    let id = try await NIOThreadPool.singleton.runIfActive {
-                        try block.withUnsafeReadableBytes { try store.putBlock($0) }
-                    }
-                    // Done only once this block is in the MD5 too: bounds the chain's memory.
+                    let id = try await StoreIO.run { try store.putBlock(block.bytes) }
+                    // Done only once this block is in the MD5 too: then the buffer is free.
                     _ = try await md5.value
-                    return (index, id)
+                    return (index, id, block)
                 }
             }
 
@@ -74,19 +76,45 @@ extension ObjectStorageService {
                 guard size <= limit else { throw CloudError(status: 413, message: "Your request is too large.") }
                 var rest = chunk
                 while rest.readableBytes > 0 {
-                    var part = rest.readSlice(length: min(blockSize - filling.readableBytes, rest.readableBytes))!
-                    filling.writeBuffer(&part)
-                    if filling.readableBytes == blockSize {
+                    if filling.append(&rest) {
                         try await submit(filling, group: &group)
-                        filling = ByteBuffer()
-                        filling.reserveCapacity(blockSize)
+                        filling = spare.popLast() ?? UploadBlock()
                     }
                 }
             }
-            if filling.readableBytes > 0 { try await submit(filling, group: &group) }
-            while let (index, id) = try await group.next() { blocks[index] = id }
+            if filling.count > 0 { try await submit(filling, group: &group) }
+            while let (index, id, _) = try await group.next() { blocks[index] = id }
             let hex = try await md5Chain.value.finalize().map { String(format: "%02x", $0) }.joined()
             return StreamedBlocks(blocks: blocks, sizeBytes: size, md5: hex)
         }
+    }
+}
+
+/// One block of an upload being filled: a page-aligned 4 MiB buffer (the store writes aligned
+/// buffers with O_DIRECT). Filled by the request's task, then only read, by the MD5 and the
+/// store's tasks, until the upload takes it back to fill again.
+final class UploadBlock: @unchecked Sendable {
+    let storage: UnsafeMutableRawBufferPointer
+    var count = 0
+
+    init() {
+        storage = .allocate(byteCount: BlockStore.blockSizeBytes, alignment: 4096)
+    }
+
+    deinit { storage.deallocate() }
+
+    /// The bytes filled so far.
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[0..<count]) }
+
+    /// Moves bytes from `chunk` until the block is full; true when it is.
+    func append(_ chunk: inout ByteBuffer) -> Bool {
+        let n = min(storage.count - count, chunk.readableBytes)
+        chunk.withUnsafeReadableBytes { source in
+            UnsafeMutableRawBufferPointer(rebasing: storage[count..<(count + n)])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[0..<n]))
+        }
+        chunk.moveReaderIndex(forwardBy: n)
+        count += n
+        return count == storage.count
     }
 }

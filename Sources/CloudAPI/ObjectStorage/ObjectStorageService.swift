@@ -229,7 +229,7 @@ public struct ObjectStorageService: Sendable {
         }
         let mapName = try MapName("obj-" + UUID().uuidString.lowercased())
         let store = self.store
-        try await NIOThreadPool.singleton.runIfActive {
+        try await StoreIO.run {
             _ = try store.createMap(named: mapName, sizeBytes: UInt64(streamed.sizeBytes), blocks: streamed.blocks)
         }
         let now = Timestamp.now()
@@ -262,7 +262,7 @@ public struct ObjectStorageService: Sendable {
         let store = self.store
         do {
             let origin = try MapName(original.mapName)
-            try await NIOThreadPool.singleton.runIfActive { _ = try store.copyMap(from: origin, named: mapName) }
+            try await StoreIO.run { _ = try store.copyMap(from: origin, named: mapName) }
         } catch let error as StoreError where error.code == .notFound {
             throw CloudError.notFound("The object \(source.container)/\(source.name) does not exist.")
         }
@@ -356,7 +356,7 @@ public struct ObjectStorageService: Sendable {
         let store = self.store
         do {
             let map = try MapName(name)
-            try await NIOThreadPool.singleton.runIfActive { try store.remove(map) }
+            try await StoreIO.run { try store.remove(map) }
         } catch {
             logger.warning("could not remove the map of a deleted object", metadata: ["map": "\(name)", "error": "\(error)"])
         }
@@ -369,7 +369,7 @@ public struct ObjectStorageService: Sendable {
     public func entries(of object: StoredObject) async throws -> [MapEntry] {
         let store = self.store
         let map = try MapName(object.mapName)
-        return try await NIOThreadPool.singleton.runIfActive { try store.resolvedEntries(of: map).entries }
+        return try await StoreIO.run { try store.resolvedEntries(of: map).entries }
     }
 
     /// Reads block `index` of an object of `sizeBytes` (`entries` from ``entries(of:)``): its
@@ -379,7 +379,7 @@ public struct ObjectStorageService: Sendable {
         let length = Int(min(blockSize, sizeBytes - Int64(index) * blockSize))
         let entry = index < entries.count ? entries[index] : .zero
         let backend = store.backend
-        return try await NIOThreadPool.singleton.runIfActive {
+        return try await StoreIO.run {
             var buffer = ByteBuffer(repeating: 0, count: length)
             try buffer.withUnsafeMutableReadableBytes { raw in
                 switch entry {

@@ -47,7 +47,7 @@ public struct VolumeService: Sendable {
     func inStore<T: Sendable>(_ body: @escaping @Sendable (BlockStore) throws -> T) async throws -> T {
         let store = self.store
         do {
-            return try await NIOThreadPool.singleton.runIfActive { try body(store) }
+            return try await StoreIO.run { try body(store) }
         } catch let error as StoreError {
             switch error.code {
             case .notFound: throw CloudError.notFound("The source's data no longer exists.")
