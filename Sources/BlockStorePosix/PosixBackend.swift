@@ -214,7 +214,7 @@ public final class PosixBackend: StoreBackend {
         let aligned = bytes.count & ~(alignment - 1)
         var direct = wanted && aligned >= Self.directWriteMinimum && directWrites.load(ordering: .relaxed)
             && Int(bitPattern: bytes.baseAddress) % alignment == 0
-        var fd = Sys.open(path, O_WRONLY | O_CREAT | O_EXCL | (direct ? Sys.oDirect : 0), 0o600)
+        var fd = Sys.open(path, O_WRONLY | O_CREAT | O_EXCL | (direct ? DirectIO.openFlag : 0), 0o600)
         if fd < 0 && direct && errno == EINVAL {
             // A filesystem without O_DIRECT (tmpfs on older kernels).
             directWrites.store(false, ordering: .relaxed)

@@ -23,12 +23,6 @@ enum Sys {
 
     static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 
-    /// Linux's O_DIRECT (x86-64 and arm64 differ; Glibc does not export it to Swift).
-    #if arch(arm64)
-    static let oDirect: Int32 = 0o200000
-    #else
-    static let oDirect: Int32 = 0o40000
-    #endif
 
     /// The alignment O_DIRECT needs of addresses, lengths and offsets here: a page, which is a
     /// multiple of every disk's logical block size.
@@ -58,7 +52,7 @@ enum Sys {
     /// Turns O_DIRECT off on `fd` (Linux lets F_SETFL change it).
     static func clearDirect(_ fd: Int32, path: String) throws {
         let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0, fcntl(fd, F_SETFL, flags & ~oDirect) == 0 else { throw failure("reconfigure", path) }
+        guard flags >= 0, fcntl(fd, F_SETFL, flags & ~DirectIO.openFlag) == 0 else { throw failure("reconfigure", path) }
     }
 
     /// Writes all of `bytes` at `offset` (or at the file position when offset is nil).
@@ -172,4 +166,14 @@ extension stat {
     var isRegularFile: Bool { (st_mode & S_IFMT) == S_IFREG }
     var isDirectory: Bool { (st_mode & S_IFMT) == S_IFDIR }
     var isBlockDevice: Bool { (st_mode & S_IFMT) == S_IFBLK }
+}
+
+/// O_DIRECT for the store's writers and the volume server's readers.
+public enum DirectIO {
+    /// Linux's O_DIRECT (x86-64 and arm64 differ; Glibc does not export it to Swift).
+    #if arch(arm64)
+    public static let openFlag: Int32 = 0o200000
+    #else
+    public static let openFlag: Int32 = 0o40000
+    #endif
 }

@@ -505,13 +505,6 @@ final class BlockFile: Sendable {
         self.what = what
     }
 
-    /// Linux's O_DIRECT (x86-64 and arm64 differ; Glibc does not export it to Swift).
-    #if arch(arm64)
-    static let oDirect: Int32 = 0o200000
-    #else
-    static let oDirect: Int32 = 0o40000
-    #endif
-
     /// Reads of at most this many bytes from read-only blocks bypass the page cache.
     static let directReadLimit = 64 * 1024
 
@@ -528,7 +521,7 @@ final class BlockFile: Sendable {
         var direct = directFD.load(ordering: .acquiring)
         if direct == -2 { return false }
         if direct == -1 {
-            let opened = Glibc.open("/proc/self/fd/\(fd)", O_RDONLY | O_CLOEXEC | BlockFile.oDirect)
+            let opened = Glibc.open("/proc/self/fd/\(fd)", O_RDONLY | O_CLOEXEC | DirectIO.openFlag)
             let value = opened >= 0 ? opened : -2
             let (exchanged, current) = directFD.compareExchange(expected: -1, desired: value, ordering: .acquiringAndReleasing)
             if !exchanged {
