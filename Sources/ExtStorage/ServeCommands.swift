@@ -29,7 +29,7 @@ struct Detach: ParsableCommand {
 
     func run() throws {
         let name = try mapName(name)
-        if let answer = try ControlClient(config: try store.config()).sendIfRunning(["detach", name.rawValue]) {
+        if let answer = try ControlClient(config: try store.config()).sendForAttached(["detach", name.rawValue], name: name.rawValue) {
             _ = try reply(answer)
         }
     }

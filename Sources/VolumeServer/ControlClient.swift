@@ -46,6 +46,16 @@ public struct ControlClient: Sendable {
         return try exchange(fd, words)
     }
 
+    /// Sends a request about volume `name` (`detach`): to the running daemon; when none runs but
+    /// `name` is still recorded as attached (the daemon was killed), starts one, which serves the
+    /// volume again from that record and then handles the request, so that its loop device, FUSE
+    /// mount and record go away instead of coming back at the next start. Nil when neither.
+    public func sendForAttached(_ words: [String], name: String) throws -> Reply? {
+        if let reply = try sendIfRunning(words) { return reply }
+        guard access(config.attachedDirectory + "/" + name, F_OK) == 0 else { return nil }
+        return try send(words)
+    }
+
     /// Sends `words`, starting the daemon first when none is running.
     public func send(_ words: [String]) throws -> Reply {
         var lastProblem = "it did not start"

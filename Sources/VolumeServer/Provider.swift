@@ -143,12 +143,12 @@ public struct ExtStorageProvider {
 
     func detach() throws {
         let name = try volumeName()
-        if let reply = try client.sendIfRunning(["detach", name.rawValue]) { _ = try expect(reply) }
+        if let reply = try client.sendForAttached(["detach", name.rawValue], name: name.rawValue) { _ = try expect(reply) }
     }
 
     func remove() throws {
         let name = try volumeName()
-        if let reply = try client.sendIfRunning(["detach", name.rawValue]) { _ = try expect(reply) }
+        if let reply = try client.sendForAttached(["detach", name.rawValue], name: name.rawValue) { _ = try expect(reply) }
         let (store, backend) = try openStore()
         do {
             try store.remove(name)

@@ -168,6 +168,34 @@ struct ProviderTests {
         try node.ok("remove", "vol")
         try node.expectNothingServed()
     }
+
+    /// Ganeti may detach or remove a disk after the daemon died: the loop device, FUSE mount and
+    /// socket still go away, and the volume is not served again by the next daemon.
+    @Test func detachAndRemoveAfterTheDaemonWasKilled() throws {
+        let node = try Node()
+        defer { node.cleanUp() }
+        try node.cli.ok(["import", "img", try node.cli.file(randomData(5 * mebibyte, seed: 6))])
+        for vol in ["a", "b"] {
+            try node.ok("create", vol, ["VOL_SIZE": "16", "EXTP_ORIGIN": "img"])
+            try node.ok("attach", vol)
+        }
+        let socket = node.run + "/nbd/a.sock"
+        try Tool.run("qemu-io", ["-f", "raw", "nbd:unix:\(socket)", "-c", "write -P 0x42 0 1M"])
+        let pid = try node.daemonPID()
+        kill(pid, SIGKILL)
+        while kill(pid, 0) == 0 { usleep(10_000) }
+        try node.ok("detach", "a")
+        try node.ok("detach", "a")
+        try node.ok("remove", "b")
+        try node.expectNothingServed()
+        // The acknowledged write survived, and a new attach serves only what it is asked for.
+        #expect(try node.cli.exported("a").prefix(mebibyte) == Data(repeating: 0x42, count: mebibyte))
+        try node.ok("attach", "a")
+        let status = try json(try node.cli.ok(["status", "--run", node.run, "--json"]).stdout) as! [String: Any]
+        #expect((status["volumes"] as! [[String: Any]]).map { $0["name"] as? String } == ["a"], "\(status)")
+        try node.ok("remove", "a")
+        try node.expectNothingServed()
+    }
 }
 
 /// A store and a daemon runtime directory for one test, and the provider run as Ganeti runs it.
