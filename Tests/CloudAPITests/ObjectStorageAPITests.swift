@@ -151,6 +151,121 @@ struct ObjectStorageAPITests {
         }
     }
 
+    @Test("headers stored with an object, empty metadata, X-Delete-At/After, conditional GET and PUT", arguments: Backend.all)
+    func objectHeadersExpiryAndConditions(backend: Backend) async throws {
+        @Sendable func name(_ text: String) -> HTTPField.Name { HTTPField.Name(text)! }
+        try await withHarness(backend) { harness, client in
+            let token = try await adminToken(client)
+            let project = try await harness.identity.project(idOrName: "admin").id
+            let account = "/v1/AUTH_\(project)"
+            #expect(try await swiftCall(client, .put, "\(account)/c", token: token).status.code == 201)
+            let data = Array("some bytes".utf8)
+            let put = try await swiftCall(
+                client, .put, "\(account)/c/o", token: token,
+                headers: [
+                    name("Content-Disposition"): "attachment; filename=o.txt", name("Content-Encoding"): "gzip",
+                    name("X-Object-Meta-Empty"): "", name("X-Object-Meta-Kept"): "yes",
+                ], body: data)
+            #expect(put.status.code == 201)
+            for method in [HTTPRequest.Method.get, .head] {
+                let got = try await swiftCall(client, method, "\(account)/c/o", token: token)
+                #expect(got.headers[name("Content-Disposition")] == "attachment; filename=o.txt")
+                #expect(got.headers[name("Content-Encoding")] == "gzip")
+                #expect(got.headers[name("X-Object-Meta-Empty")] == "")
+                #expect(got.headers[name("X-Object-Meta-Kept")] == "yes")
+                #expect(got.headers[name("X-Delete-At")] == nil)
+            }
+            // A copy keeps them; a POST replaces them all.
+            let copy = try await swiftCall(
+                client, .put, "\(account)/c/copy", token: token, headers: [name("X-Copy-From"): "c/o"])
+            #expect(copy.status.code == 201)
+            #expect(copy.headers[name("X-Object-Meta-Kept")] == "yes" && copy.headers[name("X-Object-Meta-Empty")] == "")
+            #expect(try await swiftCall(client, .head, "\(account)/c/copy", token: token).headers[name("Content-Encoding")] == "gzip")
+
+            // XML listings, Swift's shape.
+            let xml = try await swiftCall(client, .get, "\(account)/c?format=xml&prefix=co", token: token)
+            #expect(xml.headers[.contentType] == "application/xml; charset=utf-8")
+            #expect(text(xml).hasPrefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<container name=\"c\"><object><name>copy</name><hash>\(md5Hex(data))</hash><bytes>\(data.count)</bytes><content_type>application/octet-stream</content_type><last_modified>20"))
+            #expect(text(xml).hasSuffix("</last_modified></object></container>\n"))
+            let accountXML = text(try await swiftCall(client, .get, "\(account)?format=xml", token: token))
+            #expect(accountXML.hasPrefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<account name=\"AUTH_\(project)\"><container><name>c</name><count>2</count>"))
+            #expect(try await swiftCall(client, .put, "\(account)/c/x%26y/z", token: token, body: [1]).status.code == 201)
+            let subdirs = text(try await swiftCall(client, .get, "\(account)/c?format=xml&delimiter=/&prefix=x", token: token))
+            #expect(subdirs == "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<container name=\"c\"><subdir name=\"x&amp;y/\"><name>x&amp;y/</name></subdir></container>\n")
+            #expect(try await swiftCall(client, .delete, "\(account)/c/x%26y/z", token: token).status.code == 204)
+            let post = try await swiftCall(
+                client, .post, "\(account)/c/copy", token: token, headers: [name("Content-Language"): "el"])
+            #expect(post.status.code == 202)
+            let posted = try await swiftCall(client, .head, "\(account)/c/copy", token: token)
+            #expect(posted.headers[name("Content-Language")] == "el")
+            #expect(posted.headers[name("Content-Encoding")] == nil)
+            #expect(posted.headers[name("X-Object-Meta-Kept")] == nil)
+
+            // Conditional GET and HEAD.
+            let etag = md5Hex(data)
+            let lastModified = try #require(put.headers[.lastModified])
+            let cases: [(HTTPField.Name, String, Int)] = [
+                (.ifNoneMatch, etag, 304), (.ifNoneMatch, "\"\(etag)\"", 304), (.ifNoneMatch, "*", 304),
+                (.ifNoneMatch, md5Hex([1]), 200), (.ifMatch, etag, 200), (.ifMatch, md5Hex([1]), 412),
+                (.ifModifiedSince, lastModified, 304), (.ifModifiedSince, "Sat, 01 Jan 2000 00:00:00 GMT", 200),
+                (.ifUnmodifiedSince, "Sat, 01 Jan 2000 00:00:00 GMT", 412), (.ifUnmodifiedSince, lastModified, 200),
+            ]
+            for (field, value, status) in cases {
+                for method in [HTTPRequest.Method.get, .head] {
+                    let got = try await swiftCall(client, method, "\(account)/c/o", token: token, headers: [field: value])
+                    #expect(got.status.code == status, "\(method) \(field): \(value)")
+                    if status == 304 { #expect(got.body.readableBytes == 0 && got.headers[.eTag] == etag) }
+                    if status == 200 && method == .get { #expect(Array(got.body.readableBytesView) == data) }
+                }
+            }
+            // PUT with If-None-Match: * creates but never replaces.
+            let ifNone: HTTPFields = [.ifNoneMatch: "*"]
+            #expect(try await swiftCall(client, .put, "\(account)/c/o", token: token, headers: ifNone, body: [9]).status.code == 412)
+            #expect(try await swiftCall(client, .put, "\(account)/c/new", token: token, headers: ifNone, body: [9]).status.code == 201)
+            #expect(try await swiftCall(client, .put, "\(account)/c/new", token: token, headers: [.ifNoneMatch: etag], body: [9]).status.code == 400)
+            #expect(Array(try await swiftCall(client, .get, "\(account)/c/o", token: token).body.readableBytesView) == data)
+
+            // X-Delete-At / X-Delete-After: bad values are 400; an expired object is gone (404
+            // for GET, HEAD, POST, DELETE) and its bytes no longer count.
+            let now = Int(Date().timeIntervalSince1970)
+            for (field, value) in [(name("X-Delete-At"), "\(now - 10)"), (name("X-Delete-At"), "soon"),
+                                   (name("X-Delete-After"), "-1"), (name("X-Delete-After"), "0"), (name("X-Delete-After"), "1.5")] {
+                let bad = try await swiftCall(client, .post, "\(account)/c/o", token: token, headers: [field: value])
+                #expect(bad.status.code == 400, "\(field): \(value)")
+            }
+            let later = now + 3600
+            #expect(try await swiftCall(client, .post, "\(account)/c/o", token: token, headers: [name("X-Delete-At"): "\(later)"]).status.code == 202)
+            #expect(try await swiftCall(client, .get, "\(account)/c/o", token: token).headers[name("X-Delete-At")] == "\(later)")
+            let big = randomBytes(100_000)
+            let expiring = try await swiftCall(
+                client, .put, "\(account)/c/short", token: token, headers: [name("X-Delete-After"): "1"], body: big)
+            #expect(expiring.status.code == 201)
+            let shortHead = try await swiftCall(client, .head, "\(account)/c/short", token: token)
+            let deleteAt = try #require(Int(shortHead.headers[name("X-Delete-At")] ?? ""))
+            #expect(deleteAt >= now + 1 && deleteAt <= now + 3)
+            // A copy does not inherit the expiry.
+            #expect(try await swiftCall(client, .put, "\(account)/c/kept", token: token, headers: [name("X-Copy-From"): "c/short"]).status.code == 201)
+            let before = try await swiftCall(client, .head, account, token: token)
+            while Int(Date().timeIntervalSince1970) < deleteAt { try await Task.sleep(for: .milliseconds(200)) }
+            for method in [HTTPRequest.Method.get, .head, .post, .delete] {
+                #expect(try await swiftCall(client, method, "\(account)/c/short", token: token).status.code == 404, "\(method)")
+            }
+            let after = try await swiftCall(client, .head, account, token: token)
+            let bytes = { (r: TestResponse) in Int(r.headers[name("X-Account-Bytes-Used")] ?? "") ?? -1 }
+            #expect(bytes(after) == bytes(before) - big.count)
+            #expect(Array(try await swiftCall(client, .get, "\(account)/c/kept", token: token).body.readableBytesView) == big)
+
+            // POST with X-Object-Manifest makes the object a dynamic large object.
+            for part in ["1", "2"] {
+                #expect(try await swiftCall(client, .put, "\(account)/c/seg/\(part)", token: token, body: Array(part.utf8)).status.code == 201)
+            }
+            #expect(try await swiftCall(client, .post, "\(account)/c/new", token: token, headers: [name("X-Object-Manifest"): "c/seg/"]).status.code == 202)
+            let manifest = try await swiftCall(client, .get, "\(account)/c/new", token: token)
+            #expect(text(manifest) == "12")
+            #expect(manifest.headers[name("X-Object-Manifest")] == "c/seg/")
+        }
+    }
+
     @Test("several blocks, ranges, ETag mismatch 422, copies share every block", arguments: Backend.all)
     func blocksRangesCopies(backend: Backend) async throws {
         try await withHarness(backend) { harness, client in

@@ -76,6 +76,39 @@ public struct StoredObject: Sendable, Equatable {
     public var modifiedAt: Timestamp
     /// A static large object's manifest; nil for every other object.
     public var slo: SLOManifest? = nil
+
+    /// User metadata (`X-Object-Meta-*`), without the stored system headers.
+    public var userMetadata: [String: String] { metadata.filter { !$0.key.hasPrefix(ObjectSystemHeaders.prefix) } }
+
+    /// The stored system headers (`Content-Disposition`, `X-Delete-At`, ...), by lowercase name.
+    public var systemHeaders: [String: String] {
+        var out: [String: String] = [:]
+        for (key, value) in metadata where key.hasPrefix(ObjectSystemHeaders.prefix) {
+            out[String(key.dropFirst(ObjectSystemHeaders.prefix.count))] = value
+        }
+        return out
+    }
+
+    /// `X-Delete-At` (Unix seconds) when the object expires.
+    public var deleteAt: Int64? { metadata[ObjectSystemHeaders.prefix + "x-delete-at"].flatMap { Int64($0) } }
+
+    /// True once `X-Delete-At` has passed: the object reads as absent and is removed.
+    public func isExpired(at now: Timestamp = .now()) -> Bool {
+        guard let deleteAt else { return false }
+        return deleteAt * 1_000_000 <= now.microseconds
+    }
+}
+
+/// Headers Swift stores with an object besides user metadata (its `allowed_headers`, and
+/// `X-Delete-At`). They live in the object's metadata column under keys that start with `sys:`,
+/// which no user metadata name can (a colon is not allowed in an HTTP field name). Like user
+/// metadata, a PUT sets them, a POST replaces them all, a copy keeps them (but `X-Delete-At`).
+public enum ObjectSystemHeaders {
+    static let prefix = "sys:"
+    /// Stored as sent and returned on GET and HEAD.
+    static let passedThrough = [
+        "content-disposition", "content-encoding", "content-language", "cache-control", "expires", "x-robots-tag",
+    ]
 }
 
 /// An account's usage.
@@ -106,24 +139,27 @@ public enum ListingEntry<Item: Sendable>: Sendable {
     case subdir(String)
 }
 
-/// A change to user metadata: pairs to set (an empty value removes), names to remove, or a
-/// replacement of the whole set (object POST).
+/// A change to user metadata: pairs to set (an empty value removes, except on objects, where
+/// Swift keeps it), names to remove, or a replacement of the whole set (object POST).
 public struct MetadataChange: Sendable, Equatable {
     public var set: [String: String] = [:]
     public var remove: Set<String> = []
     public var replaceAll = false
+    /// Objects keep metadata with an empty value; accounts and containers remove it.
+    public var keepsEmptyValues = false
 
     public init() {}
 
     func applied(to current: [String: String]) -> [String: String] {
         var result = replaceAll ? [:] : current
         for name in remove { result[name] = nil }
-        for (name, value) in set { result[name] = value.isEmpty ? nil : value }
+        for (name, value) in set { result[name] = value.isEmpty && !keepsEmptyValues ? nil : value }
         return result
     }
 
-    /// Swift's metadata limits on the resulting set; 400 when one is broken.
-    static func check(_ metadata: [String: String]) throws(CloudError) {
+    /// Swift's metadata limits on the resulting set (user metadata only); 400 when one is broken.
+    static func check(_ all: [String: String]) throws(CloudError) {
+        let metadata = all.filter { !$0.key.hasPrefix(ObjectSystemHeaders.prefix) }
         guard metadata.count <= ObjectLimits.maxMetaCount else {
             throw .badRequest("Too many metadata items; max \(ObjectLimits.maxMetaCount).")
         }

@@ -12,6 +12,8 @@ extension HTTPField.Name {
     static let destination = HTTPField.Name("Destination")!
     static let xFreshMetadata = HTTPField.Name("X-Fresh-Metadata")!
     static let xObjectManifest = HTTPField.Name("X-Object-Manifest")!
+    static let xDeleteAt = HTTPField.Name("X-Delete-At")!
+    static let xDeleteAfter = HTTPField.Name("X-Delete-After")!
     static let xObjectHash = HTTPField.Name("X-Object-Hash")!
     static let xStaticLargeObject = HTTPField.Name("X-Static-Large-Object")!
 }
@@ -162,7 +164,7 @@ extension ObjectStorageMiddleware {
                         "name": .string(c.name), "count": .int(Int(c.objectCount)), "bytes": .int(Int(c.bytesUsed)),
                         "last_modified": .string(Self.listingDate(c.modifiedAt)),
                     ]
-                }, name: \.name)
+                }, name: \.name, xml: (root: "account", name: "AUTH_\(project)", item: "container"))
         case .post:
             try await objects.updateAccountMetadata(project: project, metadataChange(request, kind: "account"))
             return Self.empty(204, [:])
@@ -219,7 +221,7 @@ extension ObjectStorageMiddleware {
                         "name": .string(o.name), "hash": .string(o.etag), "bytes": .int(Int(o.sizeBytes)),
                         "content_type": .string(o.contentType), "last_modified": .string(Self.listingDate(o.modifiedAt)),
                     ]
-                }, name: \.name)
+                }, name: \.name, xml: (root: "container", name: container, item: "object"))
         case .put:
             let created = try await objects.putContainer(
                 project: project, name: container, metadataChange(request, kind: "container"))
@@ -281,7 +283,7 @@ extension ObjectStorageMiddleware {
                 let manifest = try JSON.parse(Data(buffer.readableBytesView))
                 var upload = ObjectStorageService.Upload()
                 upload.contentType = request.headers[.contentType]
-                upload.metadata = metadataChange(request, kind: "object").applied(to: [:])
+                upload.metadata = try objectMetadataChange(request).applied(to: [:])
                 upload.expectedETag = request.headers[.eTag]
                 let stored = try await objects.putStaticManifest(
                     project: project, container: container, name: name, manifest: manifest, upload: upload)
@@ -297,7 +299,7 @@ extension ObjectStorageMiddleware {
                 }
                 var upload = ObjectStorageService.Upload()
                 upload.contentType = request.headers[.contentType]
-                upload.metadata = metadataChange(request, kind: "object").applied(to: [:])
+                upload.metadata = try objectMetadataChange(request).applied(to: [:])
                 upload.expectedETag = request.headers[.eTag]
                 do {
                     let stored = try await objects.putHashmap(
@@ -311,7 +313,7 @@ extension ObjectStorageMiddleware {
             if let manifest = request.headers[.xObjectManifest] {
                 var upload = ObjectStorageService.Upload()
                 upload.contentType = request.headers[.contentType]
-                upload.metadata = metadataChange(request, kind: "object").applied(to: [:])
+                upload.metadata = try objectMetadataChange(request).applied(to: [:])
                 let stored = try await objects.putManifest(
                     project: project, container: container, name: name, manifest: manifest, upload: upload)
                 return Self.empty(201, objectHeaders(stored, includeLength: false))
@@ -320,13 +322,22 @@ extension ObjectStorageMiddleware {
                 let source = try Self.objectPath(from, header: "X-Copy-From")
                 let original = try await objects.object(project: project, container: source.container, name: source.name)
                 let copied = try await objects.copyObject(
-                    project: project, from: source, to: (container, name), change: copyMetadata(request),
+                    project: project, from: source, to: (container, name), change: try copyMetadata(request),
                     contentType: request.headers[.contentType])
                 return Self.empty(201, copiedHeaders(copied, from: source, original))
             }
+            if let condition = request.headers[.ifNoneMatch] {
+                // Swift supports only `*`: create, never replace.
+                guard condition.trimmingCharacters(in: .whitespaces) == "*" else {
+                    throw CloudError.badRequest("Only If-None-Match: * is supported for PUT.")
+                }
+                if (try? await objects.object(project: project, container: container, name: name)) != nil {
+                    return Self.error(.init(status: 412, message: "Precondition Failed"), request)
+                }
+            }
             var upload = ObjectStorageService.Upload()
             upload.contentType = request.headers[.contentType]
-            upload.metadata = metadataChange(request, kind: "object").applied(to: [:])
+            upload.metadata = try objectMetadataChange(request).applied(to: [:])
             upload.expectedETag = request.headers[.eTag]
             if let length = request.headers[.contentLength] {
                 guard let n = Int64(length), n >= 0 else { throw CloudError.badRequest("Invalid Content-Length.") }
@@ -344,14 +355,15 @@ extension ObjectStorageMiddleware {
             let target = try Self.objectPath(destination, header: "Destination")
             let original = try await objects.object(project: project, container: container, name: name)
             let copied = try await objects.copyObject(
-                project: project, from: (container, name), to: target, change: copyMetadata(request),
+                project: project, from: (container, name), to: target, change: try copyMetadata(request),
                 contentType: request.headers[.contentType])
             return Self.empty(201, copiedHeaders(copied, from: (container, name), original))
         case .post:
-            var change = metadataChange(request, kind: "object")
+            var change = try objectMetadataChange(request)
             change.replaceAll = true
             try await objects.updateObjectMetadata(
-                project: project, container: container, name: name, change, contentType: request.headers[.contentType])
+                project: project, container: container, name: name, change, contentType: request.headers[.contentType],
+                manifest: request.headers[.xObjectManifest])
             return Self.empty(202, [:])
         case .delete:
             if Self.multipartManifest(request) == "delete" {
@@ -393,8 +405,8 @@ extension ObjectStorageMiddleware {
     }
 
     /// The metadata a copy applies over the source's (all of it with `X-Fresh-Metadata: true`).
-    func copyMetadata(_ request: Request) -> MetadataChange {
-        var change = metadataChange(request, kind: "object")
+    func copyMetadata(_ request: Request) throws -> MetadataChange {
+        var change = try objectMetadataChange(request)
         change.replaceAll = request.headers[.xFreshMetadata]?.lowercased() == "true"
         return change
     }
@@ -407,8 +419,11 @@ extension ObjectStorageMiddleware {
         if includeLength {
             h[.contentType] = o.contentType
             if let manifest = o.manifest { h[.xObjectManifest] = manifest }
-            for (name, value) in o.metadata.sorted(by: { $0.key < $1.key }) {
+            for (name, value) in o.userMetadata.sorted(by: { $0.key < $1.key }) {
                 if let field = HTTPField.Name("X-Object-Meta-" + name) { h[field] = value }
+            }
+            for (name, value) in o.systemHeaders.sorted(by: { $0.key < $1.key }) {
+                if let field = HTTPField.Name(name) { h[field] = value }
             }
         }
         return h
@@ -434,6 +449,13 @@ extension ObjectStorageMiddleware {
             let etags = Array(parts.map(\.etag).joined().utf8)
             headers[.eTag] = "\"" + Insecure.MD5.hash(data: etags).map { String(format: "%02x", $0) }.joined() + "\""
             headers[.xObjectManifest] = manifest
+        }
+        let etag = (headers[.eTag] ?? object.etag).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        if let status = Self.preconditionStatus(request, etag: etag, modified: object.modifiedAt) {
+            if status == 412 { return Self.error(.init(status: 412, message: "Precondition Failed"), request) }
+            // 304: the object's headers, no body.
+            headers[.contentLength] = nil
+            return Response(status: .notModified, headers: headers, body: ResponseBody())
         }
         let size = parts.reduce(Int64(0)) { $0 + $1.sizeBytes }
         var range = Int64(0)..<size
@@ -535,6 +557,10 @@ extension ObjectStorageMiddleware {
         -> HTTPFields
     {
         var headers = objectHeaders(copied, includeLength: false)
+        // Swift answers a copy with the new object's metadata.
+        for (name, value) in copied.userMetadata.sorted(by: { $0.key < $1.key }) {
+            if let field = HTTPField.Name("X-Object-Meta-" + name) { headers[field] = value }
+        }
         let path = source.container + "/" + source.name
         headers[HTTPField.Name("X-Copied-From")!] =
             path.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? path
@@ -572,15 +598,42 @@ extension ObjectStorageMiddleware {
         return q
     }
 
-    /// `format=json` (or `Accept: application/json`) gives JSON; otherwise one name per line.
-    /// An empty plain listing is 204; an empty JSON listing is 200 with `[]`.
+    /// `format=json` (or `Accept: application/json`) gives JSON, `format=xml` (or an `Accept` of
+    /// `application/xml` or `text/xml`) Swift's XML; otherwise one name per line. An empty plain
+    /// listing is 204; an empty JSON or XML listing is 200 (`[]`, or the root element alone).
     func listingResponse<Item: Sendable>(
         _ request: Request, _ entries: [ListingEntry<Item>], headers: inout HTTPFields, json: (Item) -> JSON,
-        name: (Item) -> String
+        name: (Item) -> String, xml: (root: String, name: String, item: String)
     ) -> Response {
         let format = request.uri.queryParameters["format"].map { $0.lowercased() }
-        let wantsJSON =
-            format == "json" || (format == nil && request.headers[.accept]?.contains("application/json") == true)
+        let accept = request.headers[.accept] ?? ""
+        let wantsJSON = format == "json" || (format == nil && accept.contains("application/json"))
+        if format == "xml" || (format == nil && !wantsJSON && (accept.contains("application/xml") || accept.contains("text/xml"))) {
+            var text = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<\(xml.root) name=\"\(Self.xmlEscaped(xml.name))\">"
+            for entry in entries {
+                switch entry {
+                case .item(let item):
+                    guard case .object(let fields) = json(item) else { continue }
+                    text += "<\(xml.item)>"
+                    for key in Self.xmlFieldOrder(fields.keys) {
+                        let value: String
+                        switch fields[key]! {
+                        case .string(let s): value = s
+                        case .int(let n): value = String(n)
+                        default: continue
+                        }
+                        text += "<\(key)>\(Self.xmlEscaped(value))</\(key)>"
+                    }
+                    text += "</\(xml.item)>"
+                case .subdir(let prefix):
+                    let escaped = Self.xmlEscaped(prefix)
+                    text += "<subdir name=\"\(escaped)\"><name>\(escaped)</name></subdir>"
+                }
+            }
+            text += "</\(xml.root)>\n"
+            headers[.contentType] = "application/xml; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        }
         if wantsJSON {
             let body = JSON.array(
                 entries.map { entry in
@@ -605,6 +658,28 @@ extension ObjectStorageMiddleware {
         return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
     }
 
+    /// Swift's element order in XML listings; other fields after them, sorted.
+    static func xmlFieldOrder(_ keys: Dictionary<String, JSON>.Keys) -> [String] {
+        let preferred = ["name", "count", "hash", "bytes", "content_type", "last_modified"]
+        return preferred.filter(keys.contains) + keys.filter { !preferred.contains($0) }.sorted()
+    }
+
+    static func xmlEscaped(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for c in text {
+            switch c {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&apos;"
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+
     // MARK: Metadata headers
 
     /// `X-<Kind>-Meta-Name: value` sets (an empty value removes), `X-Remove-<Kind>-Meta-Name` removes.
@@ -622,6 +697,85 @@ extension ObjectStorageMiddleware {
             }
         }
         return change
+    }
+
+    /// An object's metadata change: user metadata (`X-Object-Meta-*`, empty values kept, as Swift
+    /// does for objects) and the system headers Swift stores with an object
+    /// (``ObjectSystemHeaders``): `Content-Disposition`, `Content-Encoding` and the like as sent,
+    /// `X-Delete-At` (Unix seconds, in the future) or `X-Delete-After` (seconds from now).
+    func objectMetadataChange(_ request: Request, now: Timestamp = .now()) throws(CloudError) -> MetadataChange {
+        var change = metadataChange(request, kind: "object")
+        change.keepsEmptyValues = true
+        for name in ObjectSystemHeaders.passedThrough {
+            if let field = HTTPField.Name(name), let value = request.headers[field] {
+                change.set[ObjectSystemHeaders.prefix + name] = value
+            }
+        }
+        let seconds = now.microseconds / 1_000_000
+        var deleteAt: Int64?
+        if let after = request.headers[.xDeleteAfter] {
+            guard let n = Int64(after.trimmingCharacters(in: .whitespaces)) else {
+                throw .badRequest("Non-integer X-Delete-After")
+            }
+            guard n >= 0 else { throw .badRequest("X-Delete-After in past") }
+            guard n > 0 else { throw .badRequest("X-Delete-At in past") }
+            guard n < 1 << 40 else { throw .badRequest("X-Delete-After too large") }
+            deleteAt = seconds + n
+        } else if let at = request.headers[.xDeleteAt] {
+            // Swift accepts a fraction and keeps whole seconds.
+            guard let value = Double(at.trimmingCharacters(in: .whitespaces)), value.isFinite, value < 1e15 else {
+                throw .badRequest("Non-integer X-Delete-At")
+            }
+            guard Int64(value) > seconds else { throw .badRequest("X-Delete-At in past") }
+            deleteAt = Int64(value)
+        }
+        if let deleteAt { change.set[ObjectSystemHeaders.prefix + "x-delete-at"] = String(deleteAt) }
+        return change
+    }
+
+    /// The answer to `If-Match`, `If-None-Match`, `If-Modified-Since` and `If-Unmodified-Since` on
+    /// a GET or HEAD of an object with `etag` (unquoted) modified at `modified`: nil to go on,
+    /// or 304 / 412 (RFC 9110 section 13.2.2: the ETag conditions win over the dates).
+    static func preconditionStatus(_ request: Request, etag: String, modified: Timestamp) -> Int? {
+        func matches(_ header: String) -> Bool {
+            header.split(separator: ",").contains { tag in
+                var t = tag.trimmingCharacters(in: .whitespaces)
+                if t == "*" { return true }
+                if t.hasPrefix("W/") { t.removeFirst(2) }
+                return t.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) == etag
+            }
+        }
+        // HTTP dates have whole seconds: compare the object's time rounded down.
+        let modifiedSeconds = modified.microseconds / 1_000_000
+        if let header = request.headers[.ifMatch] {
+            if !matches(header) { return 412 }
+        } else if let header = request.headers[.ifUnmodifiedSince], let date = parseHTTPDate(header) {
+            if modifiedSeconds > date { return 412 }
+        }
+        if let header = request.headers[.ifNoneMatch] {
+            if matches(header) { return 304 }
+        } else if let header = request.headers[.ifModifiedSince], let date = parseHTTPDate(header) {
+            if modifiedSeconds <= date { return 304 }
+        }
+        return nil
+    }
+
+    /// Seconds since the epoch of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`); nil otherwise.
+    static func parseHTTPDate(_ text: String) -> Int64? {
+        let parts = text.split(separator: " ")
+        guard parts.count == 6, parts[5] == "GMT", let day = Int32(parts[1]), let year = Int32(parts[3]) else { return nil }
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        guard let month = months.firstIndex(of: String(parts[2])) else { return nil }
+        let clock = parts[4].split(separator: ":").compactMap { Int32($0) }
+        guard clock.count == 3 else { return nil }
+        var t = tm()
+        t.tm_year = year - 1900
+        t.tm_mon = Int32(month)
+        t.tm_mday = day
+        t.tm_hour = clock[0]
+        t.tm_min = clock[1]
+        t.tm_sec = clock[2]
+        return Int64(timegm(&t))
     }
 
     // MARK: Shapes

@@ -173,7 +173,18 @@ public struct ObjectStorageService: Sendable {
             try await ObjectTables.object(project: project, container: container, name: name, db)
         }
         guard let found else { throw CloudError.notFound("The object \(container)/\(name) does not exist.") }
+        if found.isExpired() {
+            // Past its X-Delete-At: gone for every client, and removed now.
+            _ = try? await removeExpired(project: project, container: container, name: name)
+            throw CloudError.notFound("The object \(container)/\(name) does not exist.")
+        }
         return found
+    }
+
+    /// Removes the object if it is (still) past its `X-Delete-At`; false when there was none.
+    @discardableResult
+    func removeExpired(project: String, container: String, name: String) async throws -> Bool {
+        try await removeObjectRow(project: project, container: container, name: name) { $0.isExpired() } != nil
     }
 
     /// What a PUT supplies besides the bytes.
@@ -255,7 +266,10 @@ public struct ObjectStorageService: Sendable {
         let original = try await object(project: project, container: source.container, name: source.name)
         try ObjectNames.checkContainer(target.container)
         try ObjectNames.checkObject(target.name)
-        let metadata = change.applied(to: original.metadata)
+        // A copy does not inherit the source's expiry (Swift's rule); the request may set one.
+        var inherited = original.metadata
+        inherited[ObjectSystemHeaders.prefix + "x-delete-at"] = nil
+        let metadata = change.applied(to: inherited)
         try MetadataChange.check(metadata)
         _ = try await self.container(project: project, name: target.container)
         let mapName = try MapName("obj-" + UUID().uuidString.lowercased())
@@ -314,16 +328,21 @@ public struct ObjectStorageService: Sendable {
     }
 
     public func updateObjectMetadata(
-        project: String, container: String, name: String, _ change: MetadataChange, contentType: String?
+        project: String, container: String, name: String, _ change: MetadataChange, contentType: String?,
+        manifest: String? = nil
     ) async throws {
         try ObjectNames.checkContainer(container)
         try ObjectNames.checkObject(name)
+        if let manifest { _ = try Self.manifestTarget(manifest) }
         let now = Timestamp.now()
         try await database.transaction { db in
-            guard var object = try await ObjectTables.object(project: project, container: container, name: name, db) else {
+            guard var object = try await ObjectTables.object(project: project, container: container, name: name, db),
+                !object.isExpired(at: now)
+            else {
                 throw CloudError.notFound("The object \(container)/\(name) does not exist.")
             }
             object.metadata = change.applied(to: object.metadata)
+            if let manifest { object.manifest = manifest }
             try MetadataChange.check(object.metadata)
             if let contentType { object.contentType = contentType }
             object.modifiedAt = now
@@ -334,20 +353,33 @@ public struct ObjectStorageService: Sendable {
     public func deleteObject(project: String, container: String, name: String) async throws {
         try ObjectNames.checkContainer(container)
         try ObjectNames.checkObject(name)
+        guard let removed = try await removeObjectRow(project: project, container: container, name: name, when: { _ in true }),
+            !removed.isExpired()
+        else {
+            // An expired object is removed all the same, and was already gone for clients.
+            throw CloudError.notFound("The object \(container)/\(name) does not exist.")
+        }
+    }
+
+    /// Deletes the object's row when `condition` holds for it, credits the storage quota, then
+    /// removes its map; returns the removed object, nil when there was none (or it did not hold).
+    private func removeObjectRow(
+        project: String, container: String, name: String, when condition: @escaping @Sendable (StoredObject) -> Bool
+    ) async throws -> StoredObject? {
         let quotas = self.quotas
-        let mapName = try await database.transaction { db -> String in
+        let removed = try await database.transaction { db -> StoredObject? in
             var found: StoredObject?
             try await quotas.charge(project: project, .storageBytes, in: db) {
                 found = try await ObjectTables.object(project: project, container: container, name: name, db)
+                    .flatMap { condition($0) ? $0 : nil }
                 return -(found?.sizeBytes ?? 0)
             }
-            guard let object = found else {
-                throw CloudError.notFound("The object \(container)/\(name) does not exist.")
-            }
+            guard let object = found else { return nil }
             try await ObjectTables.deleteObject(project: project, container: container, name: name, db)
-            return object.mapName
+            return object
         }
-        await removeMap(mapName)
+        if let removed { await removeMap(removed.mapName) }
+        return removed
     }
 
     /// Removes a map whose row is gone; its blocks stay until the store's garbage collection.

@@ -154,7 +154,7 @@ enum ObjectTables {
     static func updateObjectMetadata(project: String, _ o: StoredObject, _ db: any SQLDatabase) async throws {
         try await db.update("objects")
             .set("metadata", to: SQLBind(o.metadata.metadataJSON)).set("content_type", to: SQLBind(o.contentType))
-            .set("modified_at_us", to: SQLBind(o.modifiedAt.microseconds))
+            .set("modified_at_us", to: SQLBind(o.modifiedAt.microseconds)).set("manifest", to: SQLBind(o.manifest))
             .where("project_id", .equal, SQLBind(project)).where("container", .equal, SQLBind(o.container))
             .where("name", .equal, SQLBind(o.name)).run()
     }
