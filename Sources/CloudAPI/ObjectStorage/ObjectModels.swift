@@ -119,6 +119,15 @@ public struct ObjectAccount: Sendable, Equatable {
     public var metadata: [String: String]
     /// The storage quota in force (bytes), nil when unlimited.
     public var quotaBytes: Int64? = nil
+
+    /// Where the object-count quota (`X-Account-Quota-Count`) is kept in the account's metadata
+    /// (a key no `X-Account-Meta-*` name can be).
+    static let countQuotaKey = ObjectSystemHeaders.prefix + "quota-count"
+
+    /// The most objects the account may hold (`X-Account-Quota-Count`), nil when unlimited.
+    public var countQuota: Int64? { Self.countQuota(in: metadata) }
+
+    static func countQuota(in metadata: [String: String]) -> Int64? { metadata[countQuotaKey].flatMap { Int64($0) } }
 }
 
 /// The paging and filtering parameters of a listing.

@@ -103,6 +103,9 @@ enum ObjectStorageInfo {
             "max_manifest_segments": .int(ObjectStorageService.maxManifestSegments),
             "max_manifest_size": .int(ObjectStorageService.maxManifestBytes), "min_segment_size": 1,
         ],
+        // X-Account-Meta-Quota-Bytes (the project's storage quota) and X-Account-Quota-Count,
+        // set by a ResellerAdmin.
+        "account_quotas": [:],
         "pithos": ["block_size": .int(BlockStore.blockSizeBytes), "block_hash": .string(BlockStore.blockHashName)],
     ]
 }
@@ -122,34 +125,46 @@ extension ObjectStorageMiddleware {
         else { throw CloudError.badRequest("Bad URL: invalid percent-encoding.") }
         let project = account.hasPrefix("AUTH_") ? String(account.dropFirst(5)) : account
         let write = ![.get, .head].contains(request.method)
-        try await authorize(request, project: project, write: write)
+        let caller = try await authorize(request, project: project, write: write)
         if container.isEmpty {
             guard object.isEmpty else { throw CloudError.badRequest("Bad URL: an object needs a container.") }
-            return try await accountRequest(request, project: project)
+            return try await accountRequest(request, project: project, caller: caller)
         }
         if object.isEmpty { return try await containerRequest(request, project: project, container: container) }
         return try await objectRequest(request, project: project, container: container, name: object)
     }
 
     /// 401 without a valid token; 403 unless it is scoped to `project` (with the member role to
-    /// write) or is an admin token, in which case the project must exist (404).
-    func authorize(_ request: Request, project: String, write: Bool) async throws {
+    /// write) or is an admin's or a reseller admin's token (Swift's keystoneauth lets a user with
+    /// the `ResellerAdmin` role on any project use every account), in which case the project must
+    /// exist (404). Returns the caller.
+    @discardableResult
+    func authorize(_ request: Request, project: String, write: Bool) async throws -> IdentityService.Authorization {
         guard let secret = request.headers[.xAuthToken], let a = try await identity.validate(secret) else {
             throw CloudError.unauthorized("Unauthorized: this server could not verify that you are authorized to access the document you requested.")
         }
         if a.project?.id == project {
-            if write && !a.roles.contains(where: { $0.name == BuiltinRole.member.rawValue }) {
+            if write && !a.roles.contains(where: { $0.name == BuiltinRole.member.rawValue }) && !Self.isResellerAdmin(a) {
                 throw CloudError.forbidden("Forbidden: access was denied to this resource.")
             }
-            return
+            return a
         }
-        guard a.isAdmin else { throw CloudError.forbidden("Forbidden: access was denied to this resource.") }
+        guard Self.isResellerAdmin(a) else { throw CloudError.forbidden("Forbidden: access was denied to this resource.") }
         guard (try? await identity.project(id: project)) != nil else { throw CloudError.notFound("Not Found") }
+        return a
+    }
+
+    /// Swift's `reseller_admin_role`: may use every account and set account quotas.
+    static var resellerAdminRole: String { "ResellerAdmin" }
+
+    /// An admin, or a holder of ``resellerAdminRole`` (on the token's project).
+    static func isResellerAdmin(_ a: IdentityService.Authorization) -> Bool {
+        a.isAdmin || a.roles.contains { $0.name.caseInsensitiveCompare(resellerAdminRole) == .orderedSame }
     }
 
     // MARK: Account
 
-    func accountRequest(_ request: Request, project: String) async throws -> Response {
+    func accountRequest(_ request: Request, project: String, caller: IdentityService.Authorization) async throws -> Response {
         switch request.method {
         case .get, .head:
             let account = try await objects.account(project: project)
@@ -166,7 +181,20 @@ extension ObjectStorageMiddleware {
                     ]
                 }, name: \.name, xml: (root: "account", name: "AUTH_\(project)", item: "container"))
         case .post:
-            try await objects.updateAccountMetadata(project: project, metadataChange(request, kind: "account"))
+            var change = metadataChange(request, kind: "account")
+            // Swift's account quotas: only a reseller admin sets or removes them.
+            let bytes = try Self.quotaHeader(request, set: "X-Account-Meta-Quota-Bytes", remove: "X-Remove-Account-Meta-Quota-Bytes")
+            let count = try Self.quotaHeader(request, set: "X-Account-Quota-Count", remove: "X-Remove-Account-Quota-Count")
+            change.set["quota-bytes"] = nil
+            change.remove.remove("quota-bytes")
+            if bytes != nil || count != nil {
+                guard Self.isResellerAdmin(caller) else { throw CloudError.forbidden("Forbidden: access was denied to this resource.") }
+            }
+            if case .some(let limit) = count {
+                if let limit { change.set[ObjectAccount.countQuotaKey] = String(limit) } else { change.remove.insert(ObjectAccount.countQuotaKey) }
+            }
+            try await objects.updateAccountMetadata(project: project, change)
+            if case .some(let limit) = bytes { try await objects.quotas.setLimit(project: project, .storageBytes, limit: limit) }
             return Self.empty(204, [:])
         default:
             throw CloudError(status: 405, message: "Method Not Allowed")
@@ -185,10 +213,14 @@ extension ObjectStorageMiddleware {
             h[HTTPField.Name("X-Account-Storage-Policy-\(ObjectStorageInfo.storagePolicy)-Object-Count")!] = String(a.objectCount)
             h[HTTPField.Name("X-Account-Storage-Policy-\(ObjectStorageInfo.storagePolicy)-Bytes-Used")!] = String(a.bytesUsed)
         }
-        // Pithos' name for the storage quota (bytes); absent when unlimited.
-        if let quota = a.quotaBytes { h[HTTPField.Name("X-Account-Policy-Quota")!] = String(quota) }
+        // The storage quota in force (bytes), by Pithos' name and Swift's; absent when unlimited.
+        if let quota = a.quotaBytes {
+            h[HTTPField.Name("X-Account-Policy-Quota")!] = String(quota)
+            h[HTTPField.Name("X-Account-Meta-Quota-Bytes")!] = String(quota)
+        }
+        if let count = a.countQuota { h[HTTPField.Name("X-Account-Quota-Count")!] = String(count) }
         h[.xTimestamp] = Self.xTimestamp(Timestamp.now())
-        for (name, value) in a.metadata.sorted(by: { $0.key < $1.key }) {
+        for (name, value) in a.metadata.sorted(by: { $0.key < $1.key }) where !name.hasPrefix(ObjectSystemHeaders.prefix) {
             if let field = HTTPField.Name("X-Account-Meta-" + name) { h[field] = value }
         }
         return h
@@ -776,6 +808,16 @@ extension ObjectStorageMiddleware {
         t.tm_min = clock[1]
         t.tm_sec = clock[2]
         return Int64(timegm(&t))
+    }
+
+    /// An account quota header of a POST: nil when absent, `.some(nil)` to remove (the remove
+    /// header, or an empty value), `.some(n)` to set; 400 for anything but a non-negative integer.
+    static func quotaHeader(_ request: Request, set: String, remove: String) throws(CloudError) -> Int64?? {
+        if request.headers[HTTPField.Name(remove)!] != nil { return .some(nil) }
+        guard let value = request.headers[HTTPField.Name(set)!]?.trimmingCharacters(in: .whitespaces) else { return nil }
+        if value.isEmpty { return .some(nil) }
+        guard let n = Int64(value), n >= 0 else { throw .badRequest("Invalid \(set): \(value)") }
+        return .some(n)
     }
 
     // MARK: Shapes

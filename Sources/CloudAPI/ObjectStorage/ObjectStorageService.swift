@@ -310,6 +310,12 @@ public struct ObjectStorageService: Sendable {
                 guard try await ObjectTables.containerExists(project: project, name: object.container, db) else {
                     throw CloudError.notFound("The container \(object.container) does not exist.")
                 }
+                if old == nil, let limit = ObjectAccount.countQuota(in: try await ObjectTables.accountMetadata(project: project, db)) {
+                    // The object-count quota: exact, since the quota row above serializes this
+                    // project's publishes.
+                    let count = try await ObjectTables.accountUsage(project: project, db).1
+                    if count + 1 > limit { throw CloudError(status: 413, message: "Upload exceeds quota.") }
+                }
                 if old != nil {
                     try await ObjectTables.deleteObject(project: project, container: object.container, name: object.name, db)
                 }
