@@ -310,6 +310,73 @@ struct ObjectStorageAPITests {
         }
     }
 
+    @Test("container ACLs: project:user read and write grants, .r:* and .rlistings, nothing else", arguments: Backend.all)
+    func containerACLs(backend: Backend) async throws {
+        @Sendable func name(_ text: String) -> HTTPField.Name { HTTPField.Name(text)! }
+        try await withHarness(backend) { harness, client in
+            let (project, owner) = try await projectMember(harness, client, name: "owner")
+            let (friendProject, friend) = try await projectMember(harness, client, name: "friend")
+            let (_, stranger) = try await projectMember(harness, client, name: "stranger")
+            let friendUser = try await harness.identity.user(idOrName: "friend").id
+            let account = "/v1/AUTH_\(project)"
+            for c in ["shared", "private", "drop"] {
+                #expect(try await swiftCall(client, .put, "\(account)/\(c)", token: owner).status.code == 201)
+                #expect(try await swiftCall(client, .put, "\(account)/\(c)/doc", token: owner, body: Array("doc in \(c)".utf8)).status.code == 201)
+            }
+            #expect(try await swiftCall(client, .put, "\(account)/shared/seg", token: owner, headers: [name("X-Object-Manifest"): "private/"]).status.code == 201)
+            #expect(try await swiftCall(client, .post, "\(account)/shared", token: owner, headers: [name("X-Container-Read"): ".r:"]).status.code == 400)
+            #expect(try await swiftCall(client, .post, "\(account)/shared", token: owner, headers: [name("X-Container-Read"): "\(friendProject):\(friendUser)"]).status.code == 204)
+            #expect(try await swiftCall(client, .post, "\(account)/drop", token: owner, headers: [name("X-Container-Write"): "friend:*"]).status.code == 204)
+            let ownerView = try await swiftCall(client, .head, "\(account)/shared", token: owner)
+            #expect(ownerView.headers[name("X-Container-Read")] == "\(friendProject):\(friendUser)")
+
+            // The read grant: objects and the listing of that container, nothing else; no ACLs shown.
+            #expect(text(try await swiftCall(client, .get, "\(account)/shared/doc", token: friend)) == "doc in shared")
+            #expect(try await swiftCall(client, .head, "\(account)/shared/doc", token: friend).status.code == 200)
+            let listing = try await swiftCall(client, .get, "\(account)/shared", token: friend)
+            #expect(text(listing) == "doc\nseg\n")
+            #expect(listing.headers[name("X-Container-Read")] == nil)
+            for (method, path) in [(HTTPRequest.Method.put, "shared/new"), (.delete, "shared/doc"), (.post, "shared/doc"),
+                                   (.get, "shared/seg"), (.get, "private/doc"), (.get, "nosuch/doc"), (.post, "shared"),
+                                   (.delete, "shared"), (.put, "other")] {
+                #expect(try await swiftCall(client, method, "\(account)/\(path)", token: friend, body: method == .put ? [1] : nil).status.code == 403,
+                        "\(method) \(path)")
+            }
+            #expect(try await swiftCall(client, .get, account, token: friend).status.code == 403)
+            #expect(try await swiftCall(client, .get, "\(account)/shared/doc?hashmap&format=json", token: friend).status.code == 403)
+            #expect(try await swiftCall(client, .get, "\(account)/shared/doc", token: stranger).status.code == 403)
+            #expect(try await swiftCall(client, .get, "\(account)/shared/doc", token: nil).status.code == 401)
+
+            // The write grant (by project name, any user): PUT, POST, DELETE, but no reads, copies or manifests.
+            #expect(try await swiftCall(client, .put, "\(account)/drop/in", token: friend, body: [1, 2]).status.code == 201)
+            #expect(try await swiftCall(client, .post, "\(account)/drop/in", token: friend, headers: [name("X-Object-Meta-A"): "b"]).status.code == 202)
+            #expect(try await swiftCall(client, .get, "\(account)/drop/in", token: friend).status.code == 403)
+            #expect(try await swiftCall(client, .put, "\(account)/drop/copy", token: friend, headers: [name("X-Copy-From"): "private/doc"]).status.code == 403)
+            #expect(try await swiftCall(client, .put, "\(account)/drop/m", token: friend, headers: [name("X-Object-Manifest"): "private/"]).status.code == 403)
+            #expect(try await swiftCall(client, .delete, "\(account)/drop/doc", token: friend).status.code == 204)
+            #expect(try await swiftCall(client, .get, "\(account)/drop/in", token: owner).headers[name("X-Object-Meta-A")] == "b")
+            #expect(try await swiftCall(client, .put, "\(account)/drop/in", token: stranger, body: [1]).status.code == 403)
+
+            // Public read: objects for anyone; the listing only with .rlistings.
+            #expect(try await swiftCall(client, .post, "\(account)/shared", token: owner, headers: [name("X-Container-Read"): ".r:*"]).status.code == 204)
+            #expect(text(try await swiftCall(client, .get, "\(account)/shared/doc", token: nil)) == "doc in shared")
+            #expect(try await swiftCall(client, .get, "\(account)/shared/doc", token: stranger).status.code == 200)
+            #expect(try await swiftCall(client, .get, "\(account)/shared", token: nil).status.code == 401)
+            #expect(try await swiftCall(client, .get, "\(account)/shared/doc", token: friend).status.code == 200)
+            #expect(try await swiftCall(client, .post, "\(account)/shared", token: owner, headers: [name("X-Container-Read"): ".r:*,.rlistings"]).status.code == 204)
+            #expect(text(try await swiftCall(client, .get, "\(account)/shared", token: nil)) == "doc\nseg\n")
+            #expect(try await swiftCall(client, .put, "\(account)/shared/x", token: nil, body: [1]).status.code == 401)
+            // Referrer grants.
+            #expect(try await swiftCall(client, .post, "\(account)/shared", token: owner, headers: [name("X-Container-Read"): ".r:.example.org"]).status.code == 204)
+            #expect(try await swiftCall(client, .get, "\(account)/shared/doc", token: nil, headers: [name("Referer"): "https://www.example.org/page"]).status.code == 200)
+            #expect(try await swiftCall(client, .get, "\(account)/shared/doc", token: nil, headers: [name("Referer"): "https://example.com/"]).status.code == 401)
+            // Removing the ACL ends every grant.
+            #expect(try await swiftCall(client, .post, "\(account)/shared", token: owner, headers: [name("X-Remove-Container-Read"): "x"]).status.code == 204)
+            #expect(try await swiftCall(client, .get, "\(account)/shared/doc", token: nil, headers: [name("Referer"): "https://www.example.org/page"]).status.code == 401)
+            #expect(try await swiftCall(client, .head, "\(account)/shared", token: owner).headers[name("X-Container-Read")] == nil)
+        }
+    }
+
     @Test("several blocks, ranges, ETag mismatch 422, copies share every block", arguments: Backend.all)
     func blocksRangesCopies(backend: Backend) async throws {
         try await withHarness(backend) { harness, client in

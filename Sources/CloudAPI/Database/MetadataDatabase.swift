@@ -171,6 +171,10 @@ public final class MetadataDatabase: Sendable {
         let pool = EventLoopGroupConnectionPool(
             source: PostgresConnectionSource(sqlConfiguration: configuration),
             maxConnectionsPerEventLoop: 4,
+            // A burst of writes to one project queues on its quota row while holding connections;
+            // the others wait for a connection, as SQLite's busy_timeout waits, rather than fail
+            // after the pool's default 10 s (seen as 500s under a loaded 2-core CI machine).
+            requestTimeout: .seconds(60),
             logger: logger,
             on: MultiThreadedEventLoopGroup.singleton
         )

@@ -125,12 +125,60 @@ extension ObjectStorageMiddleware {
         else { throw CloudError.badRequest("Bad URL: invalid percent-encoding.") }
         let project = account.hasPrefix("AUTH_") ? String(account.dropFirst(5)) : account
         let write = ![.get, .head].contains(request.method)
-        let caller = try await authorize(request, project: project, write: write)
-        if container.isEmpty {
-            guard object.isEmpty else { throw CloudError.badRequest("Bad URL: an object needs a container.") }
-            return try await accountRequest(request, project: project, caller: caller)
+        if container.isEmpty && !object.isEmpty { throw CloudError.badRequest("Bad URL: an object needs a container.") }
+        switch try await authorize(request, project: project, write: write) {
+        case .owner(let caller):
+            if container.isEmpty { return try await accountRequest(request, project: project, caller: caller) }
+            if object.isEmpty { return try await containerRequest(request, project: project, container: container, owner: true) }
+            return try await objectRequest(request, project: project, container: container, name: object)
+        case .other(let caller):
+            return try await grantedRequest(request, caller: caller, project: project, container: container, object: object)
         }
-        if object.isEmpty { return try await containerRequest(request, project: project, container: container) }
+    }
+
+    /// Who a request comes from, for the account it names.
+    enum Access {
+        /// The account's project (or an admin or reseller admin): everything its roles allow.
+        case owner(IdentityService.Authorization)
+        /// Anyone else, with a token or none (nil): only what a container ACL grants.
+        case other(IdentityService.Authorization?)
+    }
+
+    /// A request from outside the account's project: allowed only when the container's ACL grants
+    /// it (``ContainerACL``), else 403, or 401 without a token. A missing container is the same
+    /// 403/401, so nothing about the account is revealed. Readers get object GET/HEAD of objects
+    /// with bytes of their own (not DLOs or SLOs read through segments, which would read other
+    /// containers) and container GET/HEAD (without the ACLs); writers object PUT/POST/DELETE.
+    /// Copies, manifests and Pithos calls are the owner's.
+    func grantedRequest(
+        _ request: Request, caller: IdentityService.Authorization?, project: String, container: String, object: String
+    ) async throws -> Response {
+        let denied =
+            caller == nil
+            ? CloudError.unauthorized("Unauthorized: this server could not verify that you are authorized to access the document you requested.")
+            : CloudError.forbidden("Forbidden: access was denied to this resource.")
+        guard !container.isEmpty, let acl = await objects.containerACL(project: project, name: container) else { throw denied }
+        let reading = request.method == .get || request.method == .head
+        func userGrant(_ list: String?) -> Bool {
+            caller.map { ContainerACL.grants(list, user: $0.user, project: $0.project) } ?? false
+        }
+        let referer = request.headers[HTTPField.Name("Referer")!]
+        if object.isEmpty {
+            guard reading, Self.hasFlag(request, "update") == false,
+                userGrant(acl.read) || ContainerACL.grantsReferrer(acl.read, referer: referer, listing: true)
+            else { throw denied }
+            return try await containerRequest(request, project: project, container: container, owner: false)
+        }
+        let plain = !Self.hasFlag(request, "hashmap") && Self.multipartManifest(request) == nil
+            && request.headers[.xCopyFrom] == nil && request.headers[.xObjectManifest] == nil
+        guard plain else { throw denied }
+        if reading {
+            guard userGrant(acl.read) || ContainerACL.grantsReferrer(acl.read, referer: referer, listing: false) else { throw denied }
+            let found = try await objects.object(project: project, container: container, name: object)
+            guard found.manifest == nil, found.slo?.concatenated ?? true else { throw denied }
+            return try await objectResponse(request, project: project, found)
+        }
+        guard [.put, .post, .delete].contains(request.method), userGrant(acl.write) else { throw denied }
         return try await objectRequest(request, project: project, container: container, name: object)
     }
 
@@ -138,20 +186,22 @@ extension ObjectStorageMiddleware {
     /// write) or is an admin's or a reseller admin's token (Swift's keystoneauth lets a user with
     /// the `ResellerAdmin` role on any project use every account), in which case the project must
     /// exist (404). Returns the caller.
-    @discardableResult
-    func authorize(_ request: Request, project: String, write: Bool) async throws -> IdentityService.Authorization {
-        guard let secret = request.headers[.xAuthToken], let a = try await identity.validate(secret) else {
+    /// Without `X-Auth-Token`, or with one from another project, the caller is ``Access/other``
+    /// (container ACLs decide; see ``grantedRequest``).
+    func authorize(_ request: Request, project: String, write: Bool) async throws -> Access {
+        guard let secret = request.headers[.xAuthToken] else { return .other(nil) }
+        guard let a = try await identity.validate(secret) else {
             throw CloudError.unauthorized("Unauthorized: this server could not verify that you are authorized to access the document you requested.")
         }
         if a.project?.id == project {
             if write && !a.roles.contains(where: { $0.name == BuiltinRole.member.rawValue }) && !Self.isResellerAdmin(a) {
                 throw CloudError.forbidden("Forbidden: access was denied to this resource.")
             }
-            return a
+            return .owner(a)
         }
-        guard Self.isResellerAdmin(a) else { throw CloudError.forbidden("Forbidden: access was denied to this resource.") }
+        guard Self.isResellerAdmin(a) else { return .other(a) }
         guard (try? await identity.project(id: project)) != nil else { throw CloudError.notFound("Not Found") }
-        return a
+        return .owner(a)
     }
 
     /// Swift's `reseller_admin_role`: may use every account and set account quotas.
@@ -228,7 +278,7 @@ extension ObjectStorageMiddleware {
 
     // MARK: Container
 
-    func containerRequest(_ request: Request, project: String, container: String) async throws -> Response {
+    func containerRequest(_ request: Request, project: String, container: String, owner: Bool) async throws -> Response {
         switch request.method {
         case .get, .head:
             let c = try await objects.container(project: project, name: container)
@@ -241,8 +291,14 @@ extension ObjectStorageMiddleware {
             // Pithos clients (kamaki) read these before computing a hashmap.
             headers[HTTPField.Name("X-Container-Block-Size")!] = String(BlockStore.blockSizeBytes)
             headers[HTTPField.Name("X-Container-Block-Hash")!] = BlockStore.blockHashName
-            for (name, value) in c.metadata.sorted(by: { $0.key < $1.key }) {
+            for (name, value) in c.metadata.sorted(by: { $0.key < $1.key }) where !name.hasPrefix(ObjectSystemHeaders.prefix) {
                 if let field = HTTPField.Name("X-Container-Meta-" + name) { headers[field] = value }
+            }
+            if owner {
+                // Swift shows the ACLs to the account's owner only.
+                let acl = ContainerACL(metadata: c.metadata)
+                if let read = acl.read { headers[HTTPField.Name("X-Container-Read")!] = read }
+                if let write = acl.write { headers[HTTPField.Name("X-Container-Write")!] = write }
             }
             if request.method == .head { return Self.empty(204, headers) }
             let entries = try await objects.listObjects(project: project, container: container, listingQuery(request))
@@ -256,7 +312,7 @@ extension ObjectStorageMiddleware {
                 }, name: \.name, xml: (root: "container", name: container, item: "object"))
         case .put:
             let created = try await objects.putContainer(
-                project: project, name: container, metadataChange(request, kind: "container"))
+                project: project, name: container, try containerMetadataChange(request))
             return Self.empty(created ? 201 : 202, [:])
         case .post:
             let hasBody = (request.headers[.contentLength].flatMap(Int64.init) ?? 0) > 0
@@ -266,7 +322,7 @@ extension ObjectStorageMiddleware {
                 return jsonResponse(.array(hashes.map(JSON.string)), status: 202)
             }
             try await objects.updateContainerMetadata(
-                project: project, name: container, metadataChange(request, kind: "container"))
+                project: project, name: container, try containerMetadataChange(request))
             return Self.empty(204, [:])
         case .delete:
             try await objects.deleteContainer(project: project, name: container)
@@ -808,6 +864,22 @@ extension ObjectStorageMiddleware {
         t.tm_min = clock[1]
         t.tm_sec = clock[2]
         return Int64(timegm(&t))
+    }
+
+    /// A container's metadata change: `X-Container-Meta-*` and the ACLs (`X-Container-Read`,
+    /// `X-Container-Write`; an empty value or `X-Remove-Container-Read/Write` removes).
+    func containerMetadataChange(_ request: Request) throws(CloudError) -> MetadataChange {
+        var change = metadataChange(request, kind: "container")
+        for (header, key) in [("X-Container-Read", ContainerACL.readKey), ("X-Container-Write", ContainerACL.writeKey)] {
+            if request.headers[HTTPField.Name("X-Remove-" + header.dropFirst("X-".count))!] != nil {
+                change.remove.insert(key)
+            } else if let value = request.headers[HTTPField.Name(header)!] {
+                let trimmed = value.trimmingCharacters(in: .whitespaces)
+                try ContainerACL.validate(trimmed, header: header)
+                change.set[key] = trimmed
+            }
+        }
+        return change
     }
 
     /// An account quota header of a POST: nil when absent, `.some(nil)` to remove (the remove

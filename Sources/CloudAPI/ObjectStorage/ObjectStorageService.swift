@@ -124,6 +124,12 @@ public struct ObjectStorageService: Sendable {
         return found
     }
 
+    /// The ACLs of a container; nil when there is no such container (or name).
+    public func containerACL(project: String, name: String) async -> ContainerACL? {
+        guard let c = try? await container(project: project, name: name) else { return nil }
+        return ContainerACL(metadata: c.metadata)
+    }
+
     public func updateContainerMetadata(project: String, name: String, _ change: MetadataChange) async throws {
         try ObjectNames.checkContainer(name)
         let now = Timestamp.now()
