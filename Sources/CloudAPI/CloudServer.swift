@@ -29,6 +29,9 @@ public enum CloudServer {
         return router
     }
 
+    /// How often `serve` removes expired objects.
+    static let expirerIntervalSeconds = 60
+
     /// Opens the database, builds the application and serves until SIGINT/SIGTERM.
     public static func run(configuration: CloudConfiguration, logger: Logger) async throws {
         let database = try await MetadataDatabase.open(configuration, logger: logger)
@@ -50,12 +53,29 @@ public enum CloudServer {
             configuration: .init(
                 address: .hostname(configuration.listenHost, port: configuration.listenPort), serverName: "snf-cloud"),
             logger: logger)
+        // The object expirer: removes objects past their X-Delete-At (rows, maps, quota).
+        let expirer = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(expirerIntervalSeconds))
+                if Task.isCancelled { break }
+                do {
+                    let removed = try await objects.removeExpiredObjects()
+                    if removed > 0 { logger.info("expirer: removed \(removed) expired object(s)") }
+                } catch {
+                    logger.warning("expirer: \(error)")
+                }
+            }
+        }
         do {
             try await app.runService()
         } catch {
+            expirer.cancel()
+            await expirer.value
             await database.close()
             throw error
         }
+        expirer.cancel()
+        await expirer.value
         await database.close()
     }
 }

@@ -259,6 +259,17 @@ struct ObjectStorageAPITests {
             let bytes = { (r: TestResponse) in Int(r.headers[name("X-Account-Bytes-Used")] ?? "") ?? -1 }
             #expect(bytes(after) == bytes(before))
 
+            // The expirer removes expired objects nobody asked for; listings leave them out before.
+            let quiet = Int(Date().timeIntervalSince1970) + 2
+            #expect(try await swiftCall(client, .put, "\(account)/c/quiet", token: token, headers: [name("X-Delete-At"): "\(quiet)"], body: big).status.code == 201)
+            #expect(text(try await swiftCall(client, .get, "\(account)/c?prefix=qu", token: token)) == "quiet\n")
+            #expect(try await harness.objects.removeExpiredObjects() == 0)
+            while Int(Date().timeIntervalSince1970) <= quiet { try await Task.sleep(for: .milliseconds(200)) }
+            #expect(try await swiftCall(client, .get, "\(account)/c?prefix=qu", token: token).status.code == 204)
+            #expect(try await harness.objects.removeExpiredObjects() == 1)
+            #expect(bytes(try await swiftCall(client, .head, account, token: token)) == bytes(before))
+            #expect(try await harness.objects.removeExpiredObjects() == 0)
+
             // POST with X-Object-Manifest makes the object a dynamic large object.
             for part in ["1", "2"] {
                 #expect(try await swiftCall(client, .put, "\(account)/c/seg/\(part)", token: token, body: Array(part.utf8)).status.code == 201)

@@ -16,6 +16,7 @@ enum Migrations {
         Migration(version: 3, name: "images and volumes", apply: imagesAndVolumesV3),
         Migration(version: 4, name: "quotas", apply: quotasV4),
         Migration(version: 5, name: "static large objects", apply: staticLargeObjectsV5),
+        Migration(version: 6, name: "object expiry", apply: objectExpiryV6),
     ]
 
     /// The PostgreSQL advisory lock key migrations hold ("snf-migr" in ASCII): one per database.
@@ -254,5 +255,21 @@ enum Migrations {
     /// (`ObjectStorageService.SLOManifest`), NULL for every other object.
     @Sendable static func staticLargeObjectsV5(_ db: any SQLDatabase) async throws {
         try await db.alter(table: "objects").column("slo", type: .text).run()
+    }
+
+    /// Schema version 6: `delete_at_us`, when an object expires (its `X-Delete-At`, which the
+    /// metadata column also keeps under `sys:x-delete-at`), NULL for most; indexed for the expirer
+    /// and for listings, which leave expired objects out. Rows written before this version take it
+    /// from their metadata.
+    @Sendable static func objectExpiryV6(_ db: any SQLDatabase) async throws {
+        try await db.alter(table: "objects").column("delete_at_us", type: .bigint).run()
+        try await db.create(index: "objects_delete_at").on("objects").column("delete_at_us").run()
+        let seconds: SQLQueryString =
+            db.dialect.name == "postgresql"
+            ? "CAST(CAST(metadata AS json)->>'sys:x-delete-at' AS BIGINT)"
+            : "CAST(json_extract(metadata, '$.\"sys:x-delete-at\"') AS INTEGER)"
+        try await db.raw(
+            "UPDATE objects SET delete_at_us = \(seconds) * 1000000 WHERE metadata LIKE '%sys:x-delete-at%'"
+        ).run()
     }
 }

@@ -187,6 +187,21 @@ public struct ObjectStorageService: Sendable {
         return found
     }
 
+    /// Removes every object past its `X-Delete-At`, in every project (`snf-cloud serve` runs this
+    /// once a minute; a request that finds an expired object removes it at once). Returns how many.
+    public func removeExpiredObjects(batch: Int = 1000) async throws -> Int {
+        var removed = 0
+        while true {
+            let due = try await database.read { db in try await ObjectTables.expiredObjects(now: .now(), limit: batch, db) }
+            var removedNow = 0
+            for (project, container, name) in due where try await removeExpired(project: project, container: container, name: name) {
+                removedNow += 1
+            }
+            removed += removedNow
+            if due.count < batch || removedNow == 0 { return removed }
+        }
+    }
+
     /// Removes the object if it is (still) past its `X-Delete-At`; false when there was none.
     @discardableResult
     func removeExpired(project: String, container: String, name: String) async throws -> Bool {

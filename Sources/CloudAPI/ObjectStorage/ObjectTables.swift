@@ -121,6 +121,8 @@ enum ObjectTables {
         if let after { query = query + " AND name > \(bind: after)" }
         if let before { query = query + " AND name < \(bind: before)" }
         if !prefix.isEmpty { query = query + prefixCondition("name", prefix) }
+        // Expired objects are gone for clients, even before the expirer removes them.
+        query = query + " AND (delete_at_us IS NULL OR delete_at_us > \(bind: Timestamp.now().microseconds))"
         query = query + " ORDER BY name \(unsafeRaw: reverse ? "DESC" : "ASC") LIMIT \(unsafeRaw: String(max(0, limit)))"
         return try await db.raw(query).all().map(object(from:))
     }
@@ -141,12 +143,13 @@ enum ObjectTables {
         try await db.insert(into: "objects")
             .columns(
                 "project_id", "container", "name", "map_name", "size_bytes", "etag", "content_type", "metadata",
-                "manifest", "created_at_us", "modified_at_us", "slo"
+                "manifest", "created_at_us", "modified_at_us", "slo", "delete_at_us"
             )
             .values(
                 SQLBind(project), SQLBind(o.container), SQLBind(o.name), SQLBind(o.mapName), SQLBind(o.sizeBytes),
                 SQLBind(o.etag), SQLBind(o.contentType), SQLBind(o.metadata.metadataJSON), SQLBind(o.manifest),
-                SQLBind(o.createdAt.microseconds), SQLBind(o.modifiedAt.microseconds), SQLBind(o.slo?.encoded())
+                SQLBind(o.createdAt.microseconds), SQLBind(o.modifiedAt.microseconds), SQLBind(o.slo?.encoded()),
+                SQLBind(o.deleteAt.map { $0 * 1_000_000 })
             )
             .run()
     }
@@ -155,8 +158,20 @@ enum ObjectTables {
         try await db.update("objects")
             .set("metadata", to: SQLBind(o.metadata.metadataJSON)).set("content_type", to: SQLBind(o.contentType))
             .set("modified_at_us", to: SQLBind(o.modifiedAt.microseconds)).set("manifest", to: SQLBind(o.manifest))
+            .set("delete_at_us", to: SQLBind(o.deleteAt.map { $0 * 1_000_000 }))
             .where("project_id", .equal, SQLBind(project)).where("container", .equal, SQLBind(o.container))
             .where("name", .equal, SQLBind(o.name)).run()
+    }
+
+    /// Objects of every project whose `X-Delete-At` is at or before `now`, oldest first, at most
+    /// `limit`: (project, container, name).
+    static func expiredObjects(now: Timestamp, limit: Int, _ db: any SQLDatabase) async throws -> [(String, String, String)] {
+        try await db.raw(
+            "SELECT project_id, container, name FROM objects WHERE delete_at_us <= \(bind: now.microseconds) ORDER BY delete_at_us LIMIT \(unsafeRaw: String(max(0, limit)))"
+        ).all().map {
+            (try $0.decode(column: "project_id", as: String.self), try $0.decode(column: "container", as: String.self),
+             try $0.decode(column: "name", as: String.self))
+        }
     }
 
     static func object(from row: any SQLRow) throws -> StoredObject {
